@@ -1,0 +1,3 @@
+from idscaling.cli import main
+
+raise SystemExit(main())
