@@ -1,0 +1,255 @@
+"""`idscaling <stage> ...`: the command line that the workflow's rules call.
+
+Each subcommand parses its arguments and calls one library function; the science lives
+in the modules. Errors a user can act on print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from idscaling.errors import ConfigError, IDScalingError
+
+log = logging.getLogger("idscaling")
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def cmd_corpus(args) -> None:
+    from idscaling.corpus import build_corpus
+
+    build_corpus(args.name, args.spec, args.out_docs, args.out_meta,
+                 cache_dir=args.cache_dir, threads=args.threads)
+
+
+def cmd_split(args) -> None:
+    from idscaling.corpus import split_corpus
+
+    split_corpus(args.docs, args.train, args.val, val_fraction=args.val_fraction,
+                 seed=args.seed, corpus=args.corpus)
+
+
+def cmd_tokenize(args) -> None:
+    from idscaling.tokenization import tokenize_corpus
+
+    opts = dict(args.tokenizer)
+    tokenize_corpus(args.train_docs, args.val_docs, args.out_dir, kind=opts.pop("kind", "bpe"),
+                    threads=args.threads, corpus=args.corpus, **opts)
+
+
+def cmd_subset(args) -> None:
+    from idscaling.tokenization import check_subset
+
+    check_subset(args.meta, args.tokens, args.out, corpus=args.corpus, context=args.context)
+
+
+def cmd_train(args) -> None:
+    from idscaling.train import train_run
+
+    inside_torchrun = "LOCAL_RANK" in os.environ
+    if args.gpus > 1 and not inside_torchrun:
+        _relaunch_under_torchrun(args.gpus)
+        return
+    if args.gpus >= 1 and not inside_torchrun:
+        from idscaling.gpu import acquire_gpus
+
+        with acquire_gpus(args.gpus) as devices:
+            log.info("GPUs taken for this run: %s", devices or "none (training on CPU)")
+            _train(args, train_run)
+        return
+    _train(args, train_run)
+
+
+def _train(args, train_run) -> None:
+    train_run(args.train_bin, args.val_bin, args.meta, args.run_dir, model=args.model,
+              tokens=args.tokens, seed=args.seed, train=args.train, threads=args.threads)
+
+
+def _relaunch_under_torchrun(gpus: int) -> None:
+    """Hold `gpus` free devices and run this same command once per device under torchrun."""
+    from idscaling.gpu import acquire_gpus
+
+    with acquire_gpus(gpus) as devices:
+        if len(devices) < gpus:
+            raise ConfigError(f"--gpus {gpus}: only {len(devices)} GPU(s) could be taken")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={gpus}", "-m", "idscaling", *sys.argv[1:]]
+        log.info("launching DDP on GPUs %s: %s", devices, " ".join(cmd))
+        result = subprocess.run(cmd)
+        if result.returncode:
+            raise IDScalingError(f"torchrun exited with status {result.returncode}")
+
+
+def cmd_embed(args) -> None:
+    from idscaling.embed import embed_corpus
+
+    opts = {k: v for k, v in args.options.items() if k != "run"}
+    run = lambda: embed_corpus(args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
+                               context=args.context, threads=args.threads, **opts)
+    if args.gpus >= 1:
+        from idscaling.gpu import acquire_gpus
+
+        with acquire_gpus(args.gpus) as devices:
+            log.info("GPUs taken for embedding: %s", devices or "none (CPU)")
+            run()
+    else:
+        run()
+
+
+def cmd_intrinsic_dim(args) -> None:
+    from idscaling.intrinsic_dim import run_id_stage
+
+    run_id_stage(args.emb_dir, args.out, threads=args.threads, **args.options)
+
+
+def cmd_collect_losses(args) -> None:
+    from idscaling.collect import collect_losses
+
+    collect_losses(args.metrics, args.out)
+
+
+def cmd_collect_ids(args) -> None:
+    from idscaling.collect import collect_ids
+
+    collect_ids(args.files, args.out)
+
+
+def cmd_laws(args) -> None:
+    from idscaling.analysis import run_laws
+
+    theory = args.theory
+    reference = {"estimator": theory.get("estimator", "mle"), "k": args.k,
+                 "protocol": theory.get("protocol", "batched"), "layer": "last"}
+    run_laws(args.losses, args.ids, args.histories, args.out_dir,
+             smoothness=theory.get("smoothness", 1.0), bootstrap=args.laws.get("bootstrap", 1000),
+             seed=args.laws.get("seed", 0), reference=reference, corpora=args.corpora,
+             loss_column=args.laws.get("loss", "best_val_loss"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idscaling", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="stage")
+
+    p = sub.add_parser("corpus", help="read a corpus source into docs.parquet")
+    p.add_argument("--name", required=True, help="the corpus name (config key)")
+    p.add_argument("--spec", required=True, type=_json, help="the corpus source, as JSON")
+    p.add_argument("--out-docs", required=True, type=Path)
+    p.add_argument("--out-meta", required=True, type=Path)
+    p.add_argument("--cache-dir", required=True, type=Path)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("split", help="split documents into train and val, seeded")
+    p.add_argument("--corpus", default="")
+    p.add_argument("--docs", required=True, type=Path)
+    p.add_argument("--train", required=True, type=Path)
+    p.add_argument("--val", required=True, type=Path)
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("tokenize", help="train or load a tokenizer; write train.bin and val.bin")
+    p.add_argument("--corpus", default="")
+    p.add_argument("--train-docs", required=True, type=Path)
+    p.add_argument("--val-docs", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--tokenizer", type=_json, default={"kind": "bpe"},
+                   help='the tokenizer section as JSON, e.g. {"kind": "bpe", "vocab_size": 4096}')
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("subset", help="check that a data size fits the corpus")
+    p.add_argument("--corpus", default="")
+    p.add_argument("--meta", required=True, type=Path)
+    p.add_argument("--tokens", required=True, type=int)
+    p.add_argument("--context", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_subset)
+
+    p = sub.add_parser("train", help="train one GPT on the first D tokens")
+    p.add_argument("--train-bin", required=True, type=Path)
+    p.add_argument("--val-bin", required=True, type=Path)
+    p.add_argument("--meta", required=True, type=Path)
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--model", required=True, type=_json, help='shape, e.g. {"n_layer": 2, "n_embd": 64, "n_head": 2}')
+    p.add_argument("--tokens", required=True, type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=_json, default={}, help="the train section as JSON")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=0, help="GPUs for this run (>1: DDP under torchrun)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="token embeddings of val documents from a reference model")
+    p.add_argument("--model", required=True, help="a run directory, or a Hugging Face id or local directory")
+    p.add_argument("--val-docs", required=True, type=Path)
+    p.add_argument("--tokenizer", type=_optional_path, default=None)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--options", type=_json, default={}, help="the embedding section as JSON")
+    p.add_argument("--context", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=0)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("intrinsic-dim", help="estimate the intrinsic dimension of embeddings")
+    p.add_argument("--emb-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--options", type=_json, default={}, help="the intrinsic_dim section as JSON")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_intrinsic_dim)
+
+    p = sub.add_parser("collect-losses", help="gather metrics.json files into losses.csv")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("metrics", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect_losses)
+
+    p = sub.add_parser("collect-ids", help="gather intrinsic-dimension files into one table")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect_ids)
+
+    p = sub.add_parser("laws", help="fit scaling laws, set predictions beside them, draw, summarise")
+    p.add_argument("--losses", required=True, type=Path)
+    p.add_argument("--ids", required=True, type=Path)
+    p.add_argument("--histories", nargs="*", type=Path, default=[])
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--laws", type=_json, default={})
+    p.add_argument("--theory", type=_json, default={})
+    p.add_argument("--k", type=int, default=20, help="the k whose ID the predictions use")
+    p.add_argument("--corpora", type=_json, default=None)
+    p.set_defaults(func=cmd_laws)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except IDScalingError as error:
+        print(f"idscaling {args.stage}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Gather per-run metrics and per-corpus ID estimates into the two tables of DESIGN.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from idscaling.errors import DataError
+from idscaling.io import atomic_path, read_json
+
+LOSS_COLUMNS = [
+    "corpus", "model", "n_layer", "n_embd", "n_head", "params", "params_nonembed",
+    "tokens", "seed", "steps", "epochs", "best_val_loss", "final_val_loss", "train_loss",
+    "wall_s", "device",
+]
+ID_COLUMNS = [
+    "corpus", "embedder", "layer", "estimator", "k", "metric", "protocol", "n_points",
+    "n_duplicates", "id", "ci_low", "ci_high",
+]
+
+# The layout is the contract: results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json
+RUN_PATH = re.compile(r"(?P<corpus>[^/]+)/runs/(?P<model>[^/]+)/D(?P<tokens>\d+)/s(?P<seed>\d+)/metrics\.json$")
+ID_PATH = re.compile(r"(?P<corpus>[^/]+)/intrinsic_dim/(?P<embedder>[^/]+)\.json$")
+
+
+def _match(pattern: re.Pattern, path: Path, what: str) -> dict:
+    m = pattern.search(Path(path).as_posix())
+    if not m:
+        raise DataError(f"{path}: not a {what} path of the results layout")
+    return m.groupdict()
+
+
+def collect_losses(metrics_paths: list[Path], out_csv: Path) -> pd.DataFrame:
+    rows = []
+    for path in metrics_paths:
+        where = _match(RUN_PATH, path, "run metrics")
+        metrics = read_json(path)
+        config = read_json(Path(path).with_name("config.json")) if Path(path).with_name("config.json").exists() else {}
+        row = {
+            "corpus": where["corpus"],
+            "model": where["model"],
+            "n_layer": metrics.get("n_layer", config.get("n_layer")),
+            "n_embd": metrics.get("n_embd", config.get("n_embd")),
+            "n_head": metrics.get("n_head", config.get("n_head")),
+            "tokens": int(where["tokens"]),
+            "seed": int(where["seed"]),
+        }
+        missing = [c for c in LOSS_COLUMNS if c not in row and c not in metrics]
+        if missing:
+            raise DataError(f"{path}: metrics lack {', '.join(missing)}")
+        row.update({c: metrics[c] for c in LOSS_COLUMNS if c not in row})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=LOSS_COLUMNS).sort_values(
+        ["corpus", "params_nonembed", "model", "tokens", "seed"], kind="stable"
+    )
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def collect_ids(id_paths: list[Path], out_csv: Path) -> pd.DataFrame:
+    rows = []
+    for path in id_paths:
+        where = _match(ID_PATH, path, "intrinsic-dimension")
+        for row in read_json(path)["rows"]:
+            rows.append({**where, **row})
+    table = pd.DataFrame(rows)
+    extra = [c for c in table.columns if c not in ID_COLUMNS]
+    table = table.reindex(columns=ID_COLUMNS + extra)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

@@ -1,0 +1,123 @@
+"""Validate a config against the schema, fill its defaults, and check what a schema cannot.
+
+The workflow calls `validate_config` before it builds the DAG, so a bad config fails
+before any job runs, with the key path and the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from idscaling.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    path = Path(path) if path else SCHEMA_PATH
+    return yaml.safe_load(path.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default` values in as it descends (missing sections included)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and key not in instance:
+                    instance[key] = _copy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _best_error(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    # if/then and oneOf wrap the useful error; descend to the deepest, most specific one.
+    error = jsonschema.exceptions.best_match(errors)
+    while error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    return error
+
+
+def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
+    """Validate `config` in place, fill schema defaults, and return it.
+
+    Raises ConfigError naming the key path (e.g. ``corpora.my/corpus``) and the reason.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    if not isinstance(config, dict):
+        raise ConfigError(f"config: expected a mapping, got {type(config).__name__}")
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = _best_error(errors)
+        if error.validator == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            extra = sorted(set(error.instance) - set(allowed))
+            where = _key_path(error)
+            keys = ", ".join(f"{where}.{k}" if where != "(top level)" else k for k in extra)
+            raise ConfigError(f"config: unknown key {keys}; allowed here: {', '.join(allowed)}")
+        raise ConfigError(f"config: {_key_path(error)}: {error.message}")
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    for name, shape in config["models"].items():
+        if shape["n_embd"] % shape["n_head"]:
+            raise ConfigError(
+                f"config: models.{name}: n_embd ({shape['n_embd']}) is not divisible "
+                f"by n_head ({shape['n_head']})"
+            )
+    train = config["train"]
+    micro = train.get("micro_batch_size")
+    if micro and train["batch_size"] % micro:
+        raise ConfigError(
+            f"config: train.micro_batch_size ({micro}) does not divide "
+            f"train.batch_size ({train['batch_size']})"
+        )
+    for d in config["data_tokens"]:
+        if d <= train["context"]:
+            raise ConfigError(
+                f"config: data_tokens: {d} is not larger than train.context ({train['context']})"
+            )
+    tok = config["tokenizer"]
+    if tok["kind"] == "pretrained" and not tok.get("name"):
+        raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")
+    synthetic_keys = {"latent_dim", "docs", "seed", "vocab", "doc_tokens", "noise",
+                      "manifold", "temperature", "harmonics"}
+    for name, spec in config["corpora"].items():
+        if spec["source"] != "builtin":
+            continue
+        if spec["name"] == "synthetic":
+            if "latent_dim" not in spec:
+                raise ConfigError(f"config: corpora.{name}.latent_dim is required for the synthetic corpus")
+        else:
+            stray = sorted(synthetic_keys & set(spec))
+            if stray:
+                raise ConfigError(
+                    f"config: corpora.{name}.{stray[0]} applies only to the synthetic corpus, "
+                    f"not to {spec['name']}"
+                )
+    run = config["embedding"].get("run")
+    if run and run.split("/")[0] not in config["models"]:
+        raise ConfigError(f"config: embedding.run: model {run.split('/')[0]!r} is not in models")

@@ -1,0 +1,37 @@
+# Two collectors, so that an ID change re-collects IDs and never touches the losses.
+rule collect_losses:
+    input:
+        metrics_files(),
+    output:
+        report(
+            "results/losses.csv",
+            caption="../report/losses.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/collect_losses.log",
+    benchmark:
+        "benchmarks/collect_losses.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling collect-losses --out {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule collect_ids:
+    input:
+        id_files(),
+    output:
+        report(
+            "results/intrinsic_dim.csv",
+            caption="../report/intrinsic_dim.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/collect_ids.log",
+    benchmark:
+        "benchmarks/collect_ids.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling collect-ids --out {output:q} {input:q} > {log:q} 2>&1"

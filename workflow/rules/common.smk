@@ -1,0 +1,113 @@
+# Helpers and input functions. No science here: the values below only name files and
+# pass config through `params`, so a config change re-runs exactly what it touches.
+
+import json
+import re
+
+from idscaling.config import validate_config
+from idscaling.errors import ConfigError
+
+try:
+    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
+CORPORA = list(config["corpora"])
+MODELS = list(config["models"])
+DATA_TOKENS = sorted(config["data_tokens"])
+SEEDS = list(config["seeds"])
+NAME = "[A-Za-z0-9_-]+"
+
+
+wildcard_constraints:
+    corpus=NAME,
+    model=NAME,
+    embedder=NAME,
+    tokens=r"\d+",
+    seed=r"\d+",
+
+
+def as_json(value):
+    """A config value as one compact JSON string, for `params` and `{params.x:q}`."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def run_dir(corpus, model, tokens, seed):
+    return f"results/{corpus}/runs/{model}/D{tokens}/s{seed}"
+
+
+def all_runs():
+    return [
+        (c, m, d, s) for c in CORPORA for m in MODELS for d in DATA_TOKENS for s in SEEDS
+    ]
+
+
+def nonembedding_params(shape):
+    # Kaplan's N for a GPT-2 block stack: 12 * n_layer * n_embd^2.
+    return 12 * shape["n_layer"] * shape["n_embd"] ** 2
+
+
+def reference_run():
+    """(model, tokens, seed) of the run whose embeddings measure the corpus's ID."""
+    named = config["embedding"]["run"]
+    if named:
+        model, tokens, seed = named.split("/")
+        return model, int(tokens[1:]), int(seed[1:])
+    largest = max(
+        MODELS,
+        key=lambda m: (nonembedding_params(config["models"][m]), config["models"][m]["n_layer"]),
+    )
+    return largest, DATA_TOKENS[-1], SEEDS[0]
+
+
+def embedder_name():
+    model = config["embedding"]["model"]
+    if model == "trained":
+        return "trained"
+    return re.sub(r"[^A-Za-z0-9_-]+", "--", model).strip("-")
+
+
+def embedding_model(wildcards):
+    if config["embedding"]["model"] == "trained":
+        return run_dir(wildcards.corpus, *reference_run())
+    return config["embedding"]["model"]
+
+
+def embed_inputs(wildcards):
+    inputs = {"val": f"results/{wildcards.corpus}/corpus/val.parquet"}
+    if config["embedding"]["model"] == "trained":
+        ref = run_dir(wildcards.corpus, *reference_run())
+        inputs["weights"] = f"{ref}/model.safetensors"
+        inputs["model_config"] = f"{ref}/config.json"
+        inputs["tokenizer"] = f"results/{wildcards.corpus}/tokens/tokenizer.json"
+    return inputs
+
+
+def metrics_files():
+    return [f"{run_dir(*run)}/metrics.json" for run in all_runs()]
+
+
+def history_files():
+    return [f"{run_dir(*run)}/history.csv" for run in all_runs()]
+
+
+def id_files():
+    return [f"results/{c}/intrinsic_dim/{embedder_name()}.json" for c in CORPORA]
+
+
+def has_latent_dim():
+    return any("latent_dim" in spec for spec in config["corpora"].values())
+
+
+FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer", "training_curves"]
+
+
+def figure_names():
+    return FIGURES + (["latent_dim"] if has_latent_dim() else [])
+
+
+def laws_outputs():
+    return ["results/laws.csv", "results/predictions.csv", "results/summary.md"] + [
+        f"results/figures/{name}.png" for name in figure_names()
+    ]

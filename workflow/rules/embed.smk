@@ -1,0 +1,24 @@
+rule embed:
+    input:
+        unpack(embed_inputs),
+    output:
+        directory("results/{corpus}/embeddings/{embedder}"),
+    params:
+        model=embedding_model,
+        tokenizer=lambda w, input: input.get("tokenizer", ""),
+        embedding=as_json({k: v for k, v in config["embedding"].items() if k != "model"}),
+        context=config["train"]["context"],
+    log:
+        "logs/{corpus}/embed/{embedder}.log",
+    benchmark:
+        "benchmarks/{corpus}/embed/{embedder}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        gpu=config["compute"]["embed_gpus"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "idscaling embed --model {params.model:q} --val-docs {input.val:q}"
+        " --tokenizer {params.tokenizer:q} --out-dir {output:q}"
+        " --options {params.embedding:q} --context {params.context}"
+        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"

@@ -1,0 +1,17 @@
+rule intrinsic_dim:
+    input:
+        "results/{corpus}/embeddings/{embedder}",
+    output:
+        "results/{corpus}/intrinsic_dim/{embedder}.json",
+    params:
+        options=as_json(config["intrinsic_dim"]),
+    log:
+        "logs/{corpus}/intrinsic_dim/{embedder}.log",
+    benchmark:
+        "benchmarks/{corpus}/intrinsic_dim/{embedder}.tsv"
+    threads: config["compute"]["threads"]
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "idscaling intrinsic-dim --emb-dir {input:q} --out {output:q}"
+        " --options {params.options:q} --threads {threads} > {log:q} 2>&1"

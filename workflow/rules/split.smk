@@ -1,0 +1,19 @@
+rule split:
+    input:
+        docs="results/{corpus}/corpus/docs.parquet",
+    output:
+        train="results/{corpus}/corpus/train.parquet",
+        val="results/{corpus}/corpus/val.parquet",
+    params:
+        val_fraction=config["split"]["val_fraction"],
+        seed=config["split"]["seed"],
+    log:
+        "logs/{corpus}/split.log",
+    benchmark:
+        "benchmarks/{corpus}/split.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling split --corpus {wildcards.corpus} --docs {input.docs:q}"
+        " --train {output.train:q} --val {output.val:q}"
+        " --val-fraction {params.val_fraction} --seed {params.seed} > {log:q} 2>&1"

@@ -1,0 +1,45 @@
+rule tokenize:
+    input:
+        train="results/{corpus}/corpus/train.parquet",
+        val="results/{corpus}/corpus/val.parquet",
+    output:
+        tokenizer="results/{corpus}/tokens/tokenizer.json",
+        train="results/{corpus}/tokens/train.bin",
+        val="results/{corpus}/tokens/val.bin",
+        meta="results/{corpus}/tokens/meta.json",
+    params:
+        tokenizer=as_json(config["tokenizer"]),
+        out_dir=lambda w, output: os.path.dirname(output.meta),
+    log:
+        "logs/{corpus}/tokenize.log",
+    benchmark:
+        "benchmarks/{corpus}/tokenize.tsv"
+    threads: config["compute"]["threads"]
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "idscaling tokenize --corpus {wildcards.corpus} --train-docs {input.train:q}"
+        " --val-docs {input.val:q} --out-dir {params.out_dir:q}"
+        " --tokenizer {params.tokenizer:q} --threads {threads} > {log:q} 2>&1"
+
+
+# One cheap check per data size, run first (priority), so that a D larger than the
+# corpus fails before any model trains, naming the corpus and the key.
+rule subset:
+    input:
+        meta="results/{corpus}/tokens/meta.json",
+    output:
+        "results/{corpus}/tokens/subsets/D{tokens}.json",
+    params:
+        context=config["train"]["context"],
+    log:
+        "logs/{corpus}/subset/D{tokens}.log",
+    benchmark:
+        "benchmarks/{corpus}/subset/D{tokens}.tsv"
+    priority: 100
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling subset --corpus {wildcards.corpus} --meta {input.meta:q}"
+        " --tokens {wildcards.tokens} --context {params.context}"
+        " --out {output:q} > {log:q} 2>&1"
