@@ -95,11 +95,16 @@ def _check_semantics(config: dict) -> None:
             f"config: train.micro_batch_size ({micro}) does not divide "
             f"train.batch_size ({train['batch_size']})"
         )
-    for d in config["data_tokens"]:
-        if d <= train["context"]:
-            raise ConfigError(
-                f"config: data_tokens: {d} is not larger than train.context ({train['context']})"
-            )
+    grids = [("data_tokens", config["data_tokens"])] + [
+        (f"corpora.{name}.data_tokens", spec["data_tokens"])
+        for name, spec in config["corpora"].items() if "data_tokens" in spec
+    ]
+    for key, grid in grids:
+        for d in grid:
+            if d <= train["context"]:
+                raise ConfigError(
+                    f"config: {key}: {d} is not larger than train.context ({train['context']})"
+                )
     tok = config["tokenizer"]
     if tok["kind"] == "pretrained" and not tok.get("name"):
         raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")

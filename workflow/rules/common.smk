@@ -15,7 +15,6 @@ except ConfigError as error:
 
 CORPORA = list(config["corpora"])
 MODELS = list(config["models"])
-DATA_TOKENS = sorted(config["data_tokens"])
 SEEDS = list(config["seeds"])
 NAME = "[A-Za-z0-9_-]+"
 
@@ -33,13 +32,23 @@ def as_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def corpus_source(corpus):
+    """What the corpus stage reads: the spec without the keys that only later stages use."""
+    return {k: v for k, v in config["corpora"][corpus].items() if k != "data_tokens"}
+
+
 def run_dir(corpus, model, tokens, seed):
     return f"results/{corpus}/runs/{model}/D{tokens}/s{seed}"
 
 
+def data_tokens(corpus):
+    """The D grid of a corpus: its own `data_tokens`, else the global one."""
+    return sorted(config["corpora"][corpus].get("data_tokens") or config["data_tokens"])
+
+
 def all_runs():
     return [
-        (c, m, d, s) for c in CORPORA for m in MODELS for d in DATA_TOKENS for s in SEEDS
+        (c, m, d, s) for c in CORPORA for m in MODELS for d in data_tokens(c) for s in SEEDS
     ]
 
 
@@ -48,7 +57,7 @@ def nonembedding_params(shape):
     return 12 * shape["n_layer"] * shape["n_embd"] ** 2
 
 
-def reference_run():
+def reference_run(corpus):
     """(model, tokens, seed) of the run whose embeddings measure the corpus's ID."""
     named = config["embedding"]["run"]
     if named:
@@ -58,7 +67,7 @@ def reference_run():
         MODELS,
         key=lambda m: (nonembedding_params(config["models"][m]), config["models"][m]["n_layer"]),
     )
-    return largest, DATA_TOKENS[-1], SEEDS[0]
+    return largest, data_tokens(corpus)[-1], SEEDS[0]
 
 
 def embedder_name():
@@ -70,14 +79,14 @@ def embedder_name():
 
 def embedding_model(wildcards):
     if config["embedding"]["model"] == "trained":
-        return run_dir(wildcards.corpus, *reference_run())
+        return run_dir(wildcards.corpus, *reference_run(wildcards.corpus))
     return config["embedding"]["model"]
 
 
 def embed_inputs(wildcards):
     inputs = {"val": f"results/{wildcards.corpus}/corpus/val.parquet"}
     if config["embedding"]["model"] == "trained":
-        ref = run_dir(wildcards.corpus, *reference_run())
+        ref = run_dir(wildcards.corpus, *reference_run(wildcards.corpus))
         inputs["weights"] = f"{ref}/model.safetensors"
         inputs["model_config"] = f"{ref}/config.json"
         inputs["tokenizer"] = f"results/{wildcards.corpus}/tokens/tokenizer.json"

@@ -3,7 +3,7 @@ rule corpus:
         docs="results/{corpus}/corpus/docs.parquet",
         meta="results/{corpus}/corpus/meta.json",
     params:
-        spec=lambda w: as_json(config["corpora"][w.corpus]),
+        spec=lambda w: as_json(corpus_source(w.corpus)),
         cache="resources/corpora/{corpus}",
     log:
         "logs/{corpus}/corpus.log",

@@ -1,0 +1,92 @@
+"""The config schema: defaults fill in, bad configs fail before any job, naming the key."""
+
+import copy
+
+import pytest
+
+from idscaling.config import validate_config
+from idscaling.errors import ConfigError
+from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+
+MINIMAL = {
+    "corpora": {"code": {"source": "builtin", "name": "python-stdlib"}},
+    "models": {"xs": {"n_layer": 1, "n_embd": 16, "n_head": 2}},
+    "data_tokens": [1000],
+}
+
+
+def minimal(**changes):
+    config = copy.deepcopy(MINIMAL)
+    config.update(changes)
+    return config
+
+
+def test_defaults_fill_every_section():
+    config = validate_config(minimal())
+    assert config["train"]["context"] == 128
+    assert config["intrinsic_dim"]["k"] == 20
+    assert config["intrinsic_dim"]["metric"] == "cosine"
+    assert config["seeds"] == [0]
+    assert config["corpora"]["code"]["clean"]["dedup"] is True
+    assert config["embedding"]["tokens_per_doc"] == 32
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        (minimal(trian={}), "trian"),
+        (minimal(corpora={"a/b": {"source": "builtin", "name": "python-stdlib"}}), "a/b"),
+        (minimal(models={"xs": {"n_layer": "2", "n_embd": 16, "n_head": 2}}), "models.xs.n_layer"),
+        (minimal(models={"xs": {"n_layer": 1, "n_embd": 10, "n_head": 3}}), "models.xs"),
+        (minimal(corpora={"c": {"source": "local"}}), "path"),
+        (minimal(corpora={"c": {"source": "hf", "dataset": "x", "txt_field": "t"}}), "corpora.c.txt_field"),
+        (minimal(corpora={"c": {"source": "builtin", "name": "python-stdlib", "latent_dim": 3}}), "corpora.c.latent_dim"),
+        (minimal(train={"lr": -1}), "train.lr"),
+        (minimal(data_tokens=[100]), "data_tokens"),
+        (minimal(tokenizer={"kind": "pretrained"}), "tokenizer.name"),
+    ],
+)
+def test_bad_config_names_the_key(config, needle):
+    with pytest.raises(ConfigError, match=None) as info:
+        validate_config(config)
+    assert needle in str(info.value)
+
+
+def test_workflow_rejects_bad_config_before_any_job(tmp_path):
+    copy_workflow(tmp_path)
+    bad = load_config(tmp_path / "configs" / "test.yaml")
+    bad["corpora"]["bad/name"] = bad["corpora"].pop("code")
+    write_config(tmp_path / "bad.yaml", bad)
+    proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "bad/name" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+
+    bad = load_config(tmp_path / "configs" / "test.yaml")
+    bad["train"]["learning_rate"] = 1e-3
+    write_config(tmp_path / "bad.yaml", bad)
+    proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "train.learning_rate" in proc.stderr + proc.stdout
+
+
+def test_configfile_stands_alone(tmp_path):
+    """A --configfile does not inherit config.yaml's corpora, models or data sizes."""
+    copy_workflow(tmp_path)
+    write_config(tmp_path / "mine.yaml", minimal())
+    jobs = planned_jobs(tmp_path, "--configfile", "mine.yaml")
+    assert jobs["corpus"] == 1          # only `code`, not config.yaml's two corpora
+    assert jobs["train"] == 1           # 1 corpus x 1 model x 1 D x 1 seed
+    default = load_config(tmp_path / "config.yaml")
+    assert len(default["corpora"]) > 1 and len(default["models"]) > 1
+
+
+def test_default_config_dry_run(tmp_path):
+    copy_workflow(tmp_path)
+    config = load_config(tmp_path / "config.yaml")
+    jobs = planned_jobs(tmp_path, "--cores", "2")
+    n_runs = len(config["corpora"]) * len(config["models"]) * len(config["data_tokens"]) * len(config.get("seeds", [0]))
+    assert jobs["train"] == n_runs
+    assert jobs["corpus"] == jobs["tokenize"] == jobs["embed"] == len(config["corpora"])
+    assert jobs["subset"] == len(config["corpora"]) * len(config["data_tokens"])
+    assert jobs["laws"] == 1

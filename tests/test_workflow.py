@@ -1,0 +1,125 @@
+"""The whole workflow, for real, on configs/test.yaml; then what a re-run plans after changes."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from idscaling.collect import ID_COLUMNS, LOSS_COLUMNS
+from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+LAWS_COLUMNS = [
+    "corpus", "law", "fixed", "exponent", "exponent_ci_low", "exponent_ci_high", "offset_E",
+    "coef", "n_points", "rmse_log", "id", "predicted_exponent", "predicted_ci_low",
+    "predicted_ci_high",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """configs/test.yaml run to the end once; the tests below read it or dry-run on it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    started = time.monotonic()
+    snakemake(workdir, "--cores", "2", "--configfile", "configs/test.yaml")
+    return workdir, time.monotonic() - started
+
+
+def test_end_to_end_writes_every_table_and_figure(finished_run):
+    workdir, seconds = finished_run
+    config = load_config(workdir / "configs" / "test.yaml")
+    results = workdir / "results"
+    n_runs = len(config["corpora"]) * len(config["models"]) * len(config["data_tokens"])
+
+    losses = pd.read_csv(results / "losses.csv")
+    assert list(losses.columns) == LOSS_COLUMNS
+    assert len(losses) == n_runs
+    assert set(losses["corpus"]) == set(config["corpora"])
+    assert losses["best_val_loss"].between(0, 20).all()
+    # Kaplan's N grows with the model's shape; every run trained at least one step.
+    assert (losses["params_nonembed"] < losses["params"]).all()
+    assert (losses["steps"] >= 1).all()
+
+    ids = pd.read_csv(results / "intrinsic_dim.csv")
+    assert list(ids.columns[: len(ID_COLUMNS)]) == ID_COLUMNS
+    assert set(ids["corpus"]) == set(config["corpora"])
+    assert set(ids["estimator"]) >= {"mle", "twonn"}
+    assert (ids["id"] > 0).all()
+
+    laws = pd.read_csv(results / "laws.csv")
+    assert set(LAWS_COLUMNS) <= set(laws.columns)
+    assert {"data", "model", "joint"} <= set(laws["law"])
+    for name in ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer", "training_curves"]:
+        png = results / "figures" / f"{name}.png"
+        assert png.stat().st_size > 10_000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (results / "summary.md").read_text()
+    for corpus in config["corpora"]:
+        assert corpus in summary
+    assert seconds < 600
+
+
+def test_rerun_unchanged_has_nothing_to_do(finished_run):
+    workdir, _ = finished_run
+    assert planned_jobs(workdir, "--configfile", "configs/test.yaml") == {}
+
+
+def _variant(workdir: Path, name: str, change) -> str:
+    config = load_config(workdir / "configs" / "test.yaml")
+    change(config)
+    write_config(workdir / f"{name}.yaml", config)
+    return f"{name}.yaml"
+
+
+def test_adding_a_model_plans_only_its_runs(finished_run):
+    workdir, _ = finished_run
+    # Smaller than the largest model, so the reference model for embeddings stays.
+    path = _variant(workdir, "add_model", lambda c: c["models"].update(extra={"n_layer": 1, "n_embd": 24, "n_head": 2}))
+    config = load_config(workdir / path)
+    jobs = planned_jobs(workdir, "--configfile", path)
+    assert jobs.pop("train") == len(config["corpora"]) * len(config["data_tokens"])
+    assert set(jobs) <= {"collect_losses", "laws", "all"}
+
+
+def test_adding_a_data_size_plans_only_the_new_runs(finished_run):
+    workdir, _ = finished_run
+    path = _variant(workdir, "add_d", lambda c: c["data_tokens"].insert(1, 6000))
+    config = load_config(workdir / path)
+    jobs = planned_jobs(workdir, "--configfile", path)
+    assert jobs.pop("train") == len(config["corpora"]) * len(config["models"])
+    assert jobs.pop("subset") == len(config["corpora"])
+    assert set(jobs) <= {"collect_losses", "laws", "all"}
+
+
+def test_changing_k_plans_id_jobs_not_training(finished_run):
+    workdir, _ = finished_run
+    path = _variant(workdir, "change_k", lambda c: c["intrinsic_dim"].update(k=8))
+    jobs = planned_jobs(workdir, "--configfile", path)
+    assert jobs.pop("intrinsic_dim") == 2
+    assert set(jobs) <= {"collect_ids", "laws", "all"}
+
+
+def test_changing_lr_plans_training_not_corpus_stages(finished_run):
+    workdir, _ = finished_run
+    path = _variant(workdir, "change_lr", lambda c: c["train"].update(lr=1e-3))
+    config = load_config(workdir / path)
+    jobs = planned_jobs(workdir, "--configfile", path)
+    assert jobs["train"] == len(config["corpora"]) * len(config["models"]) * len(config["data_tokens"])
+    assert not {"corpus", "split", "tokenize", "subset"} & set(jobs)
+
+
+def test_editing_readme_or_tests_plans_nothing(finished_run):
+    workdir, _ = finished_run
+    (workdir / "README.md").write_text("changed\n")
+    (workdir / "tests").mkdir(exist_ok=True)
+    (workdir / "tests" / "test_new.py").write_text("def test_x():\n    assert True\n")
+    assert planned_jobs(workdir, "--configfile", "configs/test.yaml") == {}
