@@ -1,0 +1,194 @@
+"""Does the ID of a trained model's embeddings rise with the synthetic corpus's d?
+
+A check, not a unit test: for each latent dimension d it generates a synthetic corpus,
+trains a small GPT-2 (`idscaling.model.GPT`, the pipeline's model) on it, and estimates
+the intrinsic dimension of the final hidden states (after ln_f, what transformers calls
+the last hidden state) of held-out documents with the Levina-Bickel MLE (k=20) and
+TwoNN. Symbols are fed as token ids directly: the unit tests check that a byte-level BPE
+maps each symbol to one token, so this is the sequence the pipeline's model sees.
+
+Baselines, measured in the same run:
+- the loss of a model that knows z (the mean entropy of the true next-symbol law) and
+  of one that knows only the previous symbol: how much of z the model has learned;
+- the ID of the true log-probabilities log p(. | z, s) at the same points: the
+  dimension that an ideal predictor's outputs have.
+
+Usage: python bench/synthetic_check.py [--dims 2 8] [--steps 1500] [--docs 8000]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Python puts this script's folder first on sys.path, and bench/tokenize.py there would
+# shadow the standard library's tokenize (which torch imports). Drop the folder.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from scipy.spatial import cKDTree  # noqa: E402
+
+from idscaling.model import GPT, GPTConfig  # noqa: E402
+from idscaling.synthetic import LatentMarkovSource  # noqa: E402
+
+
+def mle_id(X: np.ndarray, k: int = 20) -> float:
+    """Levina-Bickel, points combined by MacKay-Ghahramani (mean of inverses)."""
+    X = np.unique(X, axis=0)
+    dist, _ = cKDTree(X).query(X, k + 1)
+    dist = dist[:, 1:]
+    inv = np.log(dist[:, -1:] / dist[:, :-1]).sum(axis=1) / (k - 1)
+    return float(1.0 / inv.mean())
+
+
+def twonn_id(X: np.ndarray) -> float:
+    X = np.unique(X, axis=0)
+    dist, _ = cKDTree(X).query(X, 3)
+    return float(len(X) / np.log(dist[:, 2] / dist[:, 1]).sum())
+
+
+def batched_mle(X: np.ndarray, batch: int = 3600, k: int = 20, seed: int = 0) -> float:
+    """The paper's protocol: the mean of per-batch MLE estimates over random batches."""
+    idx = np.random.default_rng(seed).permutation(len(X))
+    parts = [idx[i:i + batch] for i in range(0, len(idx) - batch + 1, batch)] or [idx]
+    return float(np.mean([mle_id(X[p], k) for p in parts]))
+
+
+def train(source: LatentMarkovSource, n_docs: int, steps: int, args) -> tuple[GPT, float]:
+    sample = source.sample(n_docs, progress=False)
+    eot = source.vocab
+    # Documents joined by an end-of-text id, as the tokenize stage writes train.bin.
+    stream = np.concatenate([np.append(row, eot) for row in sample.symbols])
+    data = torch.from_numpy(stream.astype(np.int64))
+    cfg = GPTConfig(vocab_size=source.vocab + 1, n_layer=args.n_layer, n_embd=args.n_embd,
+                    n_head=args.n_head, context=args.context)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1,
+                            betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        # warmup then cosine decay to a tenth, as the training engine does
+        warm = min(1.0, (step + 1) / 50)
+        cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = args.lr * warm * cos
+        start = torch.randint(0, len(data) - args.context - 1, (args.batch,), generator=gen)
+        x = torch.stack([data[s:s + args.context] for s in start])
+        y = torch.stack([data[s + 1:s + 1 + args.context] for s in start])
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 250 == 0 or step == steps - 1:
+            print(f"    step {step:5d} loss {loss.item():.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return model, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def evaluate(model: GPT, source: LatentMarkovSource, first_doc: int, n_docs: int):
+    """Val loss by position, final hidden states and true log-probs of held-out docs."""
+    sample = source.sample(first_doc + n_docs, progress=False)
+    symbols, latents = sample.symbols[first_doc:], sample.latents[first_doc:]
+    eot = source.vocab
+    x = torch.from_numpy(np.concatenate([np.full((n_docs, 1), eot), symbols[:, :-1]], axis=1))
+    hidden = []
+    hook = model.transformer.ln_f.register_forward_hook(lambda m, i, o: hidden.append(o))
+    model.eval()
+    logits, _ = model(x)
+    hook.remove()
+    nll = F.cross_entropy(logits.transpose(1, 2), torch.from_numpy(symbols),
+                          reduction="none").numpy()
+    H = hidden[0].numpy()  # (docs, T, n_embd): state at t predicts symbol t
+
+    # Bayes bounds: knowing z (true entropy), and knowing only the previous symbol.
+    T = symbols.shape[1]
+    prev = np.concatenate([np.full((n_docs, 1), -1), symbols[:, :-1]], axis=1)
+    true_logp = np.empty((n_docs, T, source.vocab))
+    for t in range(T):
+        true_logp[:, t] = np.log(source.probs(latents, None if t == 0 else prev[:, t]))
+    knows_z = -(np.exp(true_logp) * true_logp).sum(-1).mean()
+    rng = np.random.default_rng(1)
+    z_other = source.sample_latents(rng, 4000)
+    mix = np.stack([source.probs(z_other, s).mean(0) for s in range(source.vocab)])
+    knows_prev = -np.log(mix[prev[:, 1:], symbols[:, 1:]]).mean()
+    return nll, H, true_logp, symbols, knows_z, knows_prev
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--docs", type=int, default=8000, help="training documents")
+    p.add_argument("--val-docs", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--context", type=int, default=128)
+    p.add_argument("--n-layer", type=int, default=2)
+    p.add_argument("--n-embd", type=int, default=64)
+    p.add_argument("--n-head", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--vocab", type=int, default=32)
+    p.add_argument("--doc-tokens", type=int, default=128)
+    p.add_argument("--signal", type=float, default=None, help="default: the generator's")
+    p.add_argument("--markov", type=float, default=None, help="default: the generator's")
+    p.add_argument("--noise", type=float, default=None, help="default: the generator's")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    t_all = time.perf_counter()
+    rows = []
+    for d in args.dims:
+        options = {k: getattr(args, k) for k in ("signal", "markov", "noise")
+                   if getattr(args, k) is not None}
+        source = LatentMarkovSource(d, vocab=args.vocab, doc_tokens=args.doc_tokens, **options)
+        print(f"d={d}: training {args.steps} steps on {args.docs} docs "
+              f"({args.docs * (args.doc_tokens + 1)} tokens)", flush=True)
+        model, train_s = train(source, args.docs, args.steps, args)
+        nll, H, true_logp, symbols, knows_z, knows_prev = evaluate(
+            model, source, args.docs, args.val_docs)
+        T = H.shape[1]
+        rng = np.random.default_rng(0)
+        n = args.val_docs
+        # (a) the embed stage's protocol: the first 32 tokens of each document, MLE over
+        #     batches of 3600 points; (b) one late position per document (t >= T/2),
+        #     where the posterior over z has concentrated; (c) the true log-probs there.
+        early = H[:, :32].reshape(-1, H.shape[-1])
+        late_t = rng.integers(T // 2, T, size=n)
+        late = H[np.arange(n), late_t]
+        unit = late / np.linalg.norm(late, axis=1, keepdims=True)  # cosine geometry
+        lp = true_logp[np.arange(n), late_t]
+        lp = lp - lp.mean(axis=1, keepdims=True)
+        row = dict(
+            d=d, train_s=train_s, val_loss=nll.mean(), val_loss_late=nll[:, T // 2:].mean(),
+            knows_z=knows_z, knows_prev=knows_prev,
+            mle_first32=batched_mle(early), mle_late=mle_id(late), mle_late_cos=mle_id(unit),
+            twonn_late=twonn_id(late), mle_true_logp=mle_id(lp), twonn_true_logp=twonn_id(lp))
+        rows.append(row)
+        print("  " + ", ".join(f"{k}={v:.3g}" for k, v in row.items()), flush=True)
+
+    print("\nd   val_loss  knows_z  knows_prev  | MLE first32  MLE late  MLE late(cos)  "
+          "TwoNN late | true log p: MLE  TwoNN | train s")
+    for r in rows:
+        print(f"{r['d']:<3d} {r['val_loss']:8.3f} {r['knows_z']:8.3f} {r['knows_prev']:10.3f}  | "
+              f"{r['mle_first32']:11.2f} {r['mle_late']:9.2f} {r['mle_late_cos']:14.2f} "
+              f"{r['twonn_late']:11.2f} | {r['mle_true_logp']:15.2f} {r['twonn_true_logp']:6.2f} "
+              f"| {r['train_s']:7.0f}")
+    first = rows[0]
+    for r in rows[1:]:
+        print(f"ratio MLE late d={r['d']} / d={first['d']}: "
+              f"{r['mle_late'] / first['mle_late']:.2f} (baseline: d={first['d']})")
+    print(f"total {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

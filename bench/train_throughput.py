@@ -1,0 +1,167 @@
+"""Training throughput: the idscaling engine against a plain PyTorch loop.
+
+Both train the same GPT-2 shape on the same random tokens, in one process, with the
+same batch, context, threads and precision (fp32, eager). The baseline is what one
+writes by hand: a minimal GPT-2 (nn.Linear, scaled_dot_product_attention,
+F.cross_entropy), torch.optim.AdamW with its defaults, gradient clipping, and random
+windows of an in-memory tensor. The engine runs `train_run` end to end (memory-mapped
+data, schedule, evaluation and checkpoint at the end); its tokens/s is the steady-state
+figure it reports in metrics.json. Both skip their first 5 steps.
+
+    python bench/train_throughput.py                       # d=64, 2 layers
+    python bench/train_throughput.py --n-embd 128 --n-layer 4 --n-head 4
+
+On CUDA it also trains in the engine's default precision and prints its MFU.
+Goal: ratio (engine / baseline) >= 1.0.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow
+# the standard library's tokenize (which torch imports through inspect)
+sys.path = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from idscaling.train import train_run
+
+WARMUP = 5  # steps not timed, in both loops
+
+
+# ------------------------------------------------------------ the plain baseline
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class PlainGPT(nn.Module):
+    def __init__(self, vocab: int, context: int, d: int, n_layer: int, n_head: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(context, d)
+        self.blocks = nn.Sequential(*(PlainBlock(d, n_head) for _ in range(n_layer)))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        logits = self.head(self.ln_f(self.blocks(x)))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def plain_loop(data: torch.Tensor, a) -> float:
+    """Tokens/s of the hand-written loop over steps WARMUP+1..steps."""
+    torch.manual_seed(0)
+    model = PlainGPT(a.vocab, a.context, a.n_embd, a.n_layer, a.n_head)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    timed = 0.0
+    for step in range(a.steps):
+        t0 = time.perf_counter()
+        ix = torch.randint(len(data) - a.context - 1, (a.batch,))
+        x = torch.stack([data[i : i + a.context] for i in ix])
+        y = torch.stack([data[i + 1 : i + 1 + a.context] for i in ix])
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        if step >= WARMUP:
+            timed += time.perf_counter() - t0
+    return (a.steps - WARMUP) * a.batch * a.context / timed
+
+
+# -------------------------------------------------------------------- the engine
+
+
+def engine(files: Path, run: int, a, device: str, precision: str) -> dict:
+    train = dict(context=a.context, batch_size=a.batch, max_steps=a.steps, warmup_steps=WARMUP,
+                 eval_every=a.steps, eval_tokens=8 * a.context, checkpoint_every=a.steps,
+                 precision=precision, compile=a.compile)
+    return train_run(files / "train.bin", files / "val.bin", files / "meta.json", files / f"run{run}",
+                     model=dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head),
+                     tokens=a.tokens, seed=0, train=train, threads=a.threads, device=device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-layer", type=int, default=2)
+    p.add_argument("--n-embd", type=int, default=64)
+    p.add_argument("--n-head", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--context", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=500_000)
+    p.add_argument("--compile", action="store_true", help="engine: torch.compile (CUDA only)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cuda = torch.cuda.is_available()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp)
+        rng = np.random.default_rng(0)
+        dtype = np.uint16 if a.vocab <= 65536 else np.uint32
+        train_ids = rng.integers(0, a.vocab, a.tokens).astype(dtype)
+        val_ids = rng.integers(0, a.vocab, 64 * a.context).astype(dtype)
+        train_ids.tofile(files / "train.bin")
+        val_ids.tofile(files / "val.bin")
+        (files / "meta.json").write_text(json.dumps(dict(
+            vocab_size=a.vocab, eot_id=0, dtype=np.dtype(dtype).name,
+            train_tokens=len(train_ids), val_tokens=len(val_ids))))
+        data = torch.from_numpy(train_ids.astype(np.int64))
+
+        shape = f"GPT n_layer={a.n_layer} n_embd={a.n_embd} n_head={a.n_head} vocab={a.vocab}"
+        print(f"{shape}, batch {a.batch} x {a.context}, threads {a.threads}, {a.steps} steps "
+              f"({WARMUP} untimed), {a.repeats} repeats, CPU fp32 eager")
+        base, eng = [], []
+        for r in range(a.repeats):
+            # alternate the order so that drifting machine load hits both alike
+            order = ("baseline", "engine") if r % 2 == 0 else ("engine", "baseline")
+            for name in order:
+                if name == "baseline":
+                    base.append(plain_loop(data, a))
+                else:
+                    eng.append(engine(files, r, a, "cpu", "fp32")["tokens_per_s"])
+            print(f"  repeat {r}: baseline (plain loop) {base[-1]:,.0f} tok/s, engine {eng[-1]:,.0f} tok/s")
+        b, e = statistics.median(base), statistics.median(eng)
+        print(f"median tokens/s: baseline (plain PyTorch loop) {b:,.0f}, engine {e:,.0f}, "
+              f"ratio engine/baseline {e / b:.2f}")
+
+        if cuda:
+            for r in range(a.repeats):
+                m = engine(files, 100 + r, a, "cuda", "auto")
+                print(f"  CUDA engine ({m['precision']}, compile={m['compile']}): "
+                      f"{m['tokens_per_s']:,.0f} tok/s, MFU {m['mfu']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,575 @@
+"""The `laws` stage: fit the scaling laws, set the ID's predictions beside them, draw, summarise.
+
+Reads `losses.csv`, `intrinsic_dim.csv` and the runs' `history.csv` files; writes
+`laws.csv`, `predictions.csv`, `summary.md` and `figures/*.png` under one directory.
+
+Decisions a reader of the tables should know:
+
+- N is `params_nonembed` (Kaplan's N), D is `tokens` (unique training tokens); every run
+  is one point, so several seeds give several points at one size.
+- laws.csv: one row per corpus × law × fixed × form. The joint law has one row
+  (form `offset`): `exponent` is its α (model), `exponent_D` its β (data), with
+  `predicted_*` the α_N prediction and `predicted_D_*` the α_D prediction.
+- The observed exponents that predictions.csv and summary.md set against the theory are
+  pooled over all runs of a corpus: α_D is the joint law's β and α_N its α. When the
+  joint law cannot be fitted, α_D comes from the offset data law of the largest model
+  with a fit (α_N: the offset model law at the largest D with a fit), and
+  `observed_source` says so.
+- The verdict is `inside` when the observed α_D interval and the predicted α_D interval
+  overlap (a missing interval counts as its point), `outside` when they do not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from idscaling import plots
+from idscaling.errors import DataError
+from idscaling.io import atomic_path, write_text
+from idscaling.laws import JointLaw, PowerLaw, fit_joint_law, fit_power_law
+from idscaling.theory import implied_smoothness, predict_exponents
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFERENCE = {"estimator": "mle", "k": 20, "protocol": "batched", "layer": "last"}
+
+LAW_COLUMNS = [
+    # the contract (DESIGN.md), in its order
+    "corpus", "law", "fixed", "exponent", "exponent_ci_low", "exponent_ci_high", "offset_E",
+    "coef", "n_points", "rmse_log", "id", "predicted_exponent", "predicted_ci_low",
+    "predicted_ci_high",
+    # added: the form, the joint law's data exponent, the rest of the intervals, status
+    "form", "exponent_D", "exponent_D_ci_low", "exponent_D_ci_high", "coef_D",
+    "predicted_D_exponent", "predicted_D_ci_low", "predicted_D_ci_high",
+    "offset_E_ci_low", "offset_E_ci_high", "coef_ci_low", "coef_ci_high", "n_sizes", "n_boot",
+    "status", "reason",
+]
+
+PREDICTION_COLUMNS = [
+    "corpus", "embedder", "estimator", "k", "protocol", "layer", "metric", "is_reference",
+    "id", "id_ci_low", "id_ci_high", "smoothness",
+    "predicted_alpha_D", "predicted_alpha_D_ci_low", "predicted_alpha_D_ci_high",
+    "predicted_alpha_N", "predicted_alpha_N_ci_low", "predicted_alpha_N_ci_high",
+    "sharma_kaplan_alpha_N", "sharma_kaplan_ci_low", "sharma_kaplan_ci_high",
+    "observed_alpha_D", "observed_alpha_D_ci_low", "observed_alpha_D_ci_high",
+    "observed_alpha_D_source",
+    "observed_alpha_N", "observed_alpha_N_ci_low", "observed_alpha_N_ci_high",
+    "observed_alpha_N_source",
+    "implied_smoothness", "implied_smoothness_ci_low", "implied_smoothness_ci_high",
+    "verdict", "reason",
+]
+
+LOSS_REQUIRED = ["corpus", "model", "params_nonembed", "tokens"]
+ID_REQUIRED = ["corpus", "estimator", "k", "layer", "id"]
+HISTORY_REQUIRED = ["step", "tokens", "train_loss", "val_loss"]
+
+
+def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir: Path, *,
+             smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
+             reference: dict | None = None, corpora: dict | None = None,
+             loss_column: str = "best_val_loss") -> dict:
+    """Fit every law of every corpus, predict exponents from the IDs, draw and summarise.
+
+    Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
+    out_dir/figures/{data_scaling, model_scaling, exponents, id_vs_k, id_vs_layer,
+    training_curves}.png, plus figures/latent_dim.png when `corpora` (the config's
+    mapping) has corpora with a `latent_dim`. `reference` picks the ID that laws.csv and
+    the summary use (default mle, k=20, batched, last layer). Returns the paths written
+    and the tables.
+    """
+    out_dir = Path(out_dir)
+    reference = {**DEFAULT_REFERENCE, **(reference or {})}
+    losses = read_losses(losses_csv, loss_column)
+    ids = read_ids(id_csv)
+    histories = read_histories(history_paths)
+
+    refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
+            for c in sorted(set(losses["corpus"]) | set(ids["corpus"]))}
+    laws, fits = fit_laws(losses, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
+    predictions = predictions_table(ids, laws, refs, smoothness)
+
+    paths = {"laws": out_dir / "laws.csv", "predictions": out_dir / "predictions.csv",
+             "summary": out_dir / "summary.md"}
+    _write_csv(laws, paths["laws"])
+    _write_csv(predictions, paths["predictions"])
+
+    fig_dir = out_dir / "figures"
+    figures = {
+        "data_scaling": plots.plot_data_scaling(losses, fits, fig_dir / "data_scaling.png"),
+        "model_scaling": plots.plot_model_scaling(losses, fits, fig_dir / "model_scaling.png"),
+        "exponents": plots.plot_exponents(predictions, fig_dir / "exponents.png"),
+        "id_vs_k": plots.plot_id_vs_k(ids, refs, fig_dir / "id_vs_k.png"),
+        "id_vs_layer": plots.plot_id_vs_layer(ids, refs, fig_dir / "id_vs_layer.png"),
+        "training_curves": plots.plot_training_curves(
+            histories, fig_dir / "training_curves.png",
+            model_sizes=losses.groupby("model")["params_nonembed"].first().to_dict()),
+    }
+    latent = _latent_dims(corpora)
+    if latent:
+        figures["latent_dim"] = plots.plot_latent_dim(
+            latent, predictions, smoothness, fig_dir / "latent_dim.png")
+    write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
+                                                  bootstrap=bootstrap, reference=reference,
+                                                  loss_column=loss_column))
+    log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
+    return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+def _read_csv(path: Path, what: str, required: list[str]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: {what} file is empty (not even a header)") from None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: {what} lacks column(s) {', '.join(missing)}")
+    return table
+
+
+def read_losses(path: Path, loss_column: str = "best_val_loss") -> pd.DataFrame:
+    """losses.csv with a `loss` column taken from `loss_column`; failed runs (NaN) dropped."""
+    table = _read_csv(path, "losses", LOSS_REQUIRED + [loss_column])
+    if table.empty:
+        raise DataError(f"{path}: losses table has no runs")
+    table = table.assign(corpus=table["corpus"].astype(str), model=table["model"].astype(str),
+                         loss=pd.to_numeric(table[loss_column], errors="coerce"))
+    for col in ["params_nonembed", "tokens"]:
+        values = pd.to_numeric(table[col], errors="coerce")
+        if not (values > 0).all():
+            raise DataError(f"{path}: column {col} must be positive numbers in every row")
+        table[col] = values.astype(float)
+    bad = ~np.isfinite(table["loss"])
+    if bad.any():
+        runs = ", ".join(f"{r.corpus}/{r.model}/D{int(r.tokens)}" for r in table[bad].itertuples())
+        log.warning("%s: %d run(s) without a finite %s are left out of the fits: %s",
+                    path, bad.sum(), loss_column, runs)
+        table = table[~bad]
+    if (table["loss"] <= 0).any():
+        raise DataError(f"{path}: {loss_column} must be positive (a cross-entropy in nats)")
+    if table.empty:
+        raise DataError(f"{path}: no run has a finite {loss_column}")
+    return table.reset_index(drop=True)
+
+
+def read_ids(path: Path) -> pd.DataFrame:
+    """intrinsic_dim.csv; optional columns (protocol, CIs, embedder, metric) filled if absent."""
+    table = _read_csv(path, "intrinsic-dimension", ID_REQUIRED)
+    defaults = {"embedder": "", "protocol": "", "metric": "", "ci_low": math.nan,
+                "ci_high": math.nan}
+    for col, value in defaults.items():
+        if col not in table.columns:
+            log.warning("%s: no %s column; taking it as empty", path, col)
+            table[col] = value
+    table = table.assign(
+        corpus=table["corpus"].astype(str), estimator=table["estimator"].astype(str),
+        embedder=table["embedder"].fillna("").astype(str),
+        protocol=table["protocol"].fillna("").astype(str),
+        metric=table["metric"].fillna("").astype(str),
+    )
+    for col in ["k", "layer", "id", "ci_low", "ci_high"]:
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    bad = ~(np.isfinite(table["id"]) & (table["id"] > 0))
+    if bad.any():
+        log.warning("%s: %d ID row(s) without a finite positive id are left out", path, bad.sum())
+        table = table[~bad]
+    if table.empty:
+        log.warning("%s: no usable intrinsic-dimension rows: no predictions", path)
+    return table.reset_index(drop=True)
+
+
+def read_histories(paths: list[Path]) -> pd.DataFrame:
+    """All history.csv files in one table with corpus, model, D and seed from their paths."""
+    frames = []
+    for path in paths or []:
+        path = Path(path)
+        table = _read_csv(path, "training history", HISTORY_REQUIRED)
+        parts = path.parts
+        try:
+            corpus, runs, model, d, s = parts[-6:-1]
+            if runs != "runs" or not d.startswith("D") or not s.startswith("s"):
+                raise ValueError
+            tokens, run_seed = int(d[1:]), int(s[1:])
+        except ValueError:
+            raise DataError(f"{path}: not a results/{{corpus}}/runs/{{model}}/D{{tokens}}/"
+                            "s{seed}/history.csv path") from None
+        frames.append(table.assign(corpus=corpus, model=model, D=tokens, seed=run_seed))
+    if not frames:
+        return pd.DataFrame(columns=HISTORY_REQUIRED + ["corpus", "model", "D", "seed"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the reference ID of a corpus
+
+
+def reference_id(ids: pd.DataFrame, reference: dict, corpus: str) -> dict:
+    """The ID row that laws.csv uses for `corpus`, closest to `reference`, and a note.
+
+    Preference on a mismatch: the estimator first, then the protocol, the layer and the
+    nearest k. Returns {"row": Series or None, "note": str, "layer": int or None}.
+    """
+    if ids.empty:
+        return {"row": None, "note": f"no intrinsic dimension for corpus {corpus}",
+                "layer": None}
+    embedders = sorted(ids["embedder"].unique())
+    embedder = reference.get("embedder") or embedders[0]
+    notes = []
+    if embedder not in embedders:
+        notes.append(f"embedder {embedder} not measured; used {embedders[0]}")
+        embedder = embedders[0]
+    elif len(embedders) > 1 and not reference.get("embedder"):
+        notes.append(f"several embedders ({', '.join(embedders)}); used {embedder}")
+    rows = ids[ids["embedder"] == embedder]
+    last = int(rows["layer"].max())
+    want_layer = last if str(reference["layer"]) == "last" else int(reference["layer"])
+    score = pd.DataFrame({
+        "estimator": rows["estimator"] != reference["estimator"],
+        "protocol": rows["protocol"] != reference["protocol"],
+        "layer": rows["layer"] != want_layer,
+        "k": (rows["k"] - reference["k"]).abs(),
+    })
+    best = score.sort_values(["estimator", "protocol", "layer", "k"], kind="stable").index[0]
+    row = rows.loc[best]
+    if score.loc[best].any():
+        layer_name = "last layer" if str(reference["layer"]) == "last" else f"layer {want_layer}"
+        notes.append(f"reference ID ({reference['estimator']}, k={reference['k']}, "
+                     f"{reference['protocol']}, {layer_name}) not measured; used "
+                     f"{row['estimator']}, k={int(row['k'])}, {row['protocol'] or '-'}, "
+                     f"layer {int(row['layer'])}")
+    note = "; ".join(notes)
+    if note:
+        log.warning("corpus %s: %s", corpus, note)
+    log.info("corpus %s: reference ID %.3g (%s, k=%d, %s, layer %d)", corpus, row["id"],
+             row["estimator"], int(row["k"]), row["protocol"], int(row["layer"]))
+    return {"row": row, "note": note, "layer": last}
+
+
+def _prediction(ref: dict, smoothness: float):
+    row = ref["row"]
+    if row is None:
+        return None
+    ci = (row["ci_low"], row["ci_high"])
+    ok_ci = all(np.isfinite(ci)) and 0 < ci[0] <= ci[1]
+    return predict_exponents(row["id"], smoothness, id_ci=ci if ok_ci else None)
+
+
+# ---------------------------------------------------------------------------------------
+# fitting
+
+
+def _fit_seed(seed: int, *key) -> list[int]:
+    # A fit's resamples depend on what it is, not on how many fits came before it.
+    return [seed, zlib.crc32("/".join(map(str, key)).encode())]
+
+
+def fit_laws(losses: pd.DataFrame, refs: dict, *, smoothness: float = 1.0,
+             bootstrap: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Fit data laws (per model), model laws (per D), both forms, and the joint law.
+
+    Returns (laws table in LAW_COLUMNS, fits keyed by (corpus, law, fixed, form)).
+    """
+    jobs = []
+    for corpus, runs in losses.groupby("corpus", sort=True):
+        by_size = runs.sort_values("params_nonembed")
+        for model in by_size["model"].unique():
+            jobs += [(corpus, "data", model, form) for form in ("offset", "pure")]
+        for tokens in sorted(runs["tokens"].unique()):
+            jobs += [(corpus, "model", str(int(tokens)), form) for form in ("offset", "pure")]
+        jobs.append((corpus, "joint", "", "offset"))
+
+    rows, fits = [], {}
+    for corpus, law, fixed, form in tqdm(jobs, desc="fitting laws", unit="fit", leave=False):
+        runs = losses[losses["corpus"] == corpus]
+        if law == "data":
+            sel = runs[runs["model"] == fixed]
+            x = sel["tokens"].to_numpy()
+        elif law == "model":
+            sel = runs[runs["tokens"] == float(fixed)]
+            x = sel["params_nonembed"].to_numpy()
+        else:
+            sel = runs
+        seed_ = _fit_seed(seed, corpus, law, fixed)
+        if law == "joint":
+            fit = fit_joint_law(sel["params_nonembed"].to_numpy(), sel["tokens"].to_numpy(),
+                                sel["loss"].to_numpy(), bootstrap=bootstrap, seed=seed_)
+        else:
+            fit = fit_power_law(x, sel["loss"].to_numpy(), offset=form == "offset",
+                                bootstrap=bootstrap, seed=seed_,
+                                size_name="D (tokens)" if law == "data" else "N (parameters)")
+        fits[(corpus, law, fixed, form)] = fit
+        rows.append(_law_row(corpus, law, fixed, form, fit, refs.get(corpus), smoothness))
+        status = "ok" if fit.ok else "no fit"
+        log.info("%s %s law %s (%s): %s%s", corpus, law, fixed or "(all runs)", form, status,
+                 f": {fit.reason}" if fit.reason else "")
+    return pd.DataFrame(rows, columns=LAW_COLUMNS), fits
+
+
+def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
+    nan = math.nan
+    row = dict.fromkeys(LAW_COLUMNS, nan)
+    row.update(corpus=corpus, law=law, fixed=fixed, form=form, n_points=fit.n_points,
+               rmse_log=fit.rmse_log, n_boot=fit.n_boot,
+               status="ok" if fit.ok else "no_fit")
+    if isinstance(fit, PowerLaw):
+        row.update(exponent=fit.exponent, exponent_ci_low=fit.exponent_ci_low,
+                   exponent_ci_high=fit.exponent_ci_high, offset_E=fit.offset, coef=fit.coef,
+                   offset_E_ci_low=fit.offset_ci_low, offset_E_ci_high=fit.offset_ci_high,
+                   coef_ci_low=fit.coef_ci_low, coef_ci_high=fit.coef_ci_high,
+                   n_sizes=fit.n_sizes)
+    else:
+        row.update(exponent=fit.alpha, exponent_ci_low=fit.alpha_ci_low,
+                   exponent_ci_high=fit.alpha_ci_high, offset_E=fit.E, coef=fit.A,
+                   offset_E_ci_low=fit.E_ci_low, offset_E_ci_high=fit.E_ci_high,
+                   coef_ci_low=fit.A_ci_low, coef_ci_high=fit.A_ci_high,
+                   exponent_D=fit.beta, exponent_D_ci_low=fit.beta_ci_low,
+                   exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B)
+    notes = [fit.reason] if fit.reason else []
+    pred = _prediction(ref, smoothness) if ref else None
+    if pred is None:
+        notes.append(ref["note"] if ref else f"no intrinsic dimension for corpus {corpus}")
+    else:
+        if ref["note"]:
+            notes.append(f"ID: {ref['note']}")
+        data = (pred.alpha_D, pred.alpha_D_ci_low, pred.alpha_D_ci_high)
+        model = (pred.alpha_N, pred.alpha_N_ci_low, pred.alpha_N_ci_high)
+        cols = ["predicted_exponent", "predicted_ci_low", "predicted_ci_high"]
+        row.update(id=pred.id, **dict(zip(cols, data if law == "data" else model)))
+        if law == "joint":
+            row.update(dict(zip(["predicted_D_exponent", "predicted_D_ci_low",
+                                 "predicted_D_ci_high"], data)))
+    row["reason"] = "; ".join(notes)
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# predictions and verdicts
+
+
+def observed_exponents(laws: pd.DataFrame, corpus: str) -> dict:
+    """The pooled observed α_D and α_N of a corpus (see the module docstring)."""
+    rows = laws[(laws["corpus"] == corpus) & (laws["status"] == "ok")]
+    out = {}
+    joint = rows[rows["law"] == "joint"]
+    for name, exp_col, law, key in [("alpha_D", "exponent_D", "data", "data"),
+                                    ("alpha_N", "exponent", "model", "model")]:
+        if len(joint):
+            j = joint.iloc[0]
+            out[name] = (j[exp_col], j[f"{exp_col}_ci_low"], j[f"{exp_col}_ci_high"],
+                         "joint law " + ("beta" if name == "alpha_D" else "alpha"))
+            continue
+        single = rows[(rows["law"] == law) & (rows["form"] == "offset")]
+        if single.empty:
+            out[name] = (math.nan, math.nan, math.nan, "")
+            continue
+        if law == "data":
+            # the largest model: closest to the theory's regime of an unconstrained network
+            pick = single.iloc[-1]     # fit_laws orders data laws by model size
+            source = f"offset data law of model {pick['fixed']} (no joint fit)"
+        else:
+            pick = single.iloc[np.argmax(single["fixed"].astype(float).to_numpy())]
+            source = f"offset model law at D={pick['fixed']} (no joint fit)"
+        out[name] = (pick["exponent"], pick["exponent_ci_low"], pick["exponent_ci_high"], source)
+    return out
+
+
+def verdict(observed: tuple, predicted: tuple) -> tuple[str, str]:
+    """('inside' | 'outside' | '', one line) for an observed and a predicted α_D interval."""
+    o, olo, ohi = observed
+    p, plo, phi = predicted
+    if not np.isfinite(o):
+        return "", "no verdict: no observed data exponent"
+    if not np.isfinite(p):
+        return "", "no verdict: no predicted data exponent"
+    o_has, p_has = np.isfinite(olo) and np.isfinite(ohi), np.isfinite(plo) and np.isfinite(phi)
+    if not (o_has or p_has):
+        return "", "no verdict: neither the observed nor the predicted exponent has an interval"
+    olo, ohi = (olo, ohi) if o_has else (o, o)
+    plo, phi = (plo, phi) if p_has else (p, p)
+    inside = olo <= phi and plo <= ohi
+    if o_has and p_has:
+        why = "the intervals overlap" if inside else "the intervals do not overlap"
+    else:
+        which, other = ("observed", "predicted") if o_has else ("predicted", "observed")
+        why = f"the {which} interval {'contains' if inside else 'does not contain'} the {other} value"
+    word = "inside" if inside else "outside"
+    line = f"observed α_D {_fmt(o, olo, ohi, o_has)} vs predicted {_fmt(p, plo, phi, p_has)}: {word} ({why})"
+    return word, line
+
+
+def _fmt(v, lo=math.nan, hi=math.nan, with_ci=True) -> str:
+    if not np.isfinite(v):
+        return "–"
+    if with_ci and np.isfinite(lo) and np.isfinite(hi):
+        return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"{v:.3g}"
+
+
+def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
+                      smoothness: float) -> pd.DataFrame:
+    """One row per corpus × (embedder, estimator, k, protocol, layer, metric) ID row."""
+    rows = []
+    for corpus, group in ids.groupby("corpus", sort=True):
+        observed = observed_exponents(laws, corpus)
+        ref_row = refs.get(corpus, {}).get("row")
+        for idx, r in group.sort_values(["embedder", "estimator", "protocol", "k",
+                                         "layer"]).iterrows():
+            ci = (r["ci_low"], r["ci_high"])
+            ok_ci = all(np.isfinite(ci)) and 0 < ci[0] <= ci[1]
+            pred = predict_exponents(r["id"], smoothness, id_ci=ci if ok_ci else None)
+            oD = observed.get("alpha_D", (math.nan,) * 3 + ("",))
+            oN = observed.get("alpha_N", (math.nan,) * 3 + ("",))
+            s = implied_smoothness(oD[0], pred.id) if np.isfinite(oD[0]) else math.nan
+            s_lo = s_hi = math.nan
+            if np.isfinite(oD[1]) and np.isfinite(oD[2]):
+                d_lo, d_hi = (ci if ok_ci else (pred.id, pred.id))
+                s_lo, s_hi = implied_smoothness(oD[1], d_lo), implied_smoothness(oD[2], d_hi)
+            reasons = []
+            if np.isfinite(oD[0]) and not np.isfinite(s):
+                reasons.append(f"no smoothness reproduces α_D = {oD[0]:.3g} (needs 0 < α_D < 1)")
+            if not ok_ci:
+                reasons.append("ID has no interval")
+            v, line = verdict(oD[:3], (pred.alpha_D, pred.alpha_D_ci_low, pred.alpha_D_ci_high))
+            if not v:
+                reasons.append(line)
+            is_ref = ref_row is not None and ref_row.name == idx
+            rows.append({
+                "corpus": corpus, "embedder": r["embedder"], "estimator": r["estimator"],
+                "k": int(r["k"]), "protocol": r["protocol"], "layer": int(r["layer"]),
+                "metric": r["metric"], "is_reference": is_ref,
+                "id": pred.id, "id_ci_low": ci[0], "id_ci_high": ci[1], "smoothness": smoothness,
+                "predicted_alpha_D": pred.alpha_D, "predicted_alpha_D_ci_low": pred.alpha_D_ci_low,
+                "predicted_alpha_D_ci_high": pred.alpha_D_ci_high,
+                "predicted_alpha_N": pred.alpha_N, "predicted_alpha_N_ci_low": pred.alpha_N_ci_low,
+                "predicted_alpha_N_ci_high": pred.alpha_N_ci_high,
+                "sharma_kaplan_alpha_N": pred.sharma_kaplan,
+                "sharma_kaplan_ci_low": pred.sharma_kaplan_ci_low,
+                "sharma_kaplan_ci_high": pred.sharma_kaplan_ci_high,
+                "observed_alpha_D": oD[0], "observed_alpha_D_ci_low": oD[1],
+                "observed_alpha_D_ci_high": oD[2], "observed_alpha_D_source": oD[3],
+                "observed_alpha_N": oN[0], "observed_alpha_N_ci_low": oN[1],
+                "observed_alpha_N_ci_high": oN[2], "observed_alpha_N_source": oN[3],
+                "implied_smoothness": s, "implied_smoothness_ci_low": s_lo,
+                "implied_smoothness_ci_high": s_hi, "verdict": v, "reason": "; ".join(reasons),
+            })
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------
+# summary
+
+
+def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, *,
+                     smoothness: float, bootstrap: int, reference: dict,
+                     loss_column: str) -> str:
+    """results/summary.md: per corpus the ID, predicted and observed exponents, a verdict."""
+    layer = "last layer" if str(reference["layer"]) == "last" else f"layer {reference['layer']}"
+    out = [
+        "# Does the intrinsic dimension predict the scaling exponents?",
+        "",
+        f"Theory (Havrilla & Liao 2024): α_D = 2s/(2s+d), α_N = 2s/d with smoothness s = "
+        f"{smoothness:g}; Sharma & Kaplan's α_N ≈ 4/d beside it. Reference ID: "
+        f"{reference['estimator']}, k={reference['k']}, {reference['protocol']}, {layer}. "
+        f"Loss: {loss_column} (nats/token). Intervals: 95%, bootstrap over runs "
+        f"({bootstrap} resamples) for observed exponents, carried from the ID interval "
+        "for predicted ones. Observed exponents are the joint law's, pooled over all runs "
+        "of a corpus, unless said otherwise.",
+        "",
+    ]
+    for corpus in sorted(set(laws["corpus"]) | set(refs)):
+        out += [f"## {corpus}", ""]
+        ref = refs.get(corpus, {})
+        row = ref.get("row")
+        pred = predictions[(predictions["corpus"] == corpus) & predictions["is_reference"]]
+        if row is None or pred.empty:
+            observed = observed_exponents(laws, corpus)
+            oD = observed.get("alpha_D", (math.nan,) * 4)
+            out += [f"- ID: none ({ref.get('note') or 'not measured'})",
+                    f"- observed α_D: {_fmt(*oD[:3])} ({oD[3] or 'no fit'})",
+                    "- **Verdict: none** — no ID to predict from.", ""]
+        else:
+            p = pred.iloc[0]
+            id_desc = (f"{p['estimator']}, k={p['k']}, {p['protocol'] or '-'}, layer {p['layer']}"
+                       + (f", embedder {p['embedder']}" if p["embedder"] else ""))
+            v, line = verdict(
+                (p["observed_alpha_D"], p["observed_alpha_D_ci_low"], p["observed_alpha_D_ci_high"]),
+                (p["predicted_alpha_D"], p["predicted_alpha_D_ci_low"],
+                 p["predicted_alpha_D_ci_high"]))
+            out += [
+                f"- ID ({id_desc}): {_fmt(p['id'], p['id_ci_low'], p['id_ci_high'])}"
+                + (f" — {ref['note']}" if ref.get("note") else ""),
+                f"- predicted α_D = 2s/(2s+d): "
+                f"{_fmt(p['predicted_alpha_D'], p['predicted_alpha_D_ci_low'], p['predicted_alpha_D_ci_high'])}",
+                f"- predicted α_N = 2s/d: "
+                f"{_fmt(p['predicted_alpha_N'], p['predicted_alpha_N_ci_low'], p['predicted_alpha_N_ci_high'])};"
+                f" Sharma–Kaplan 4/d: "
+                f"{_fmt(p['sharma_kaplan_alpha_N'], p['sharma_kaplan_ci_low'], p['sharma_kaplan_ci_high'])}",
+                f"- observed α_D: {_fmt(p['observed_alpha_D'], p['observed_alpha_D_ci_low'], p['observed_alpha_D_ci_high'])}"
+                f" ({p['observed_alpha_D_source'] or 'no fit'})",
+                f"- observed α_N: {_fmt(p['observed_alpha_N'], p['observed_alpha_N_ci_low'], p['observed_alpha_N_ci_high'])}"
+                f" ({p['observed_alpha_N_source'] or 'no fit'})",
+                f"- smoothness implied by the observed α_D: "
+                f"{_fmt(p['implied_smoothness'], p['implied_smoothness_ci_low'], p['implied_smoothness_ci_high'])}",
+                f"- **Verdict: {v or 'none'}** — {line}",
+                "",
+            ]
+            others = predictions[(predictions["corpus"] == corpus) & ~predictions["is_reference"]
+                                 & (predictions["k"] == p["k"]) & (predictions["layer"] == p["layer"])]
+            if len(others):
+                out += ["Other estimators at the same k and layer:", "",
+                        "| estimator | protocol | ID | predicted α_D | verdict |",
+                        "|---|---|---|---|---|"]
+                for _, o in others.iterrows():
+                    out.append(f"| {o['estimator']} | {o['protocol'] or '-'} | "
+                               f"{_fmt(o['id'], o['id_ci_low'], o['id_ci_high'])} | "
+                               f"{_fmt(o['predicted_alpha_D'], o['predicted_alpha_D_ci_low'], o['predicted_alpha_D_ci_high'])} | "
+                               f"{o['verdict'] or 'none'} |")
+                out.append("")
+        fits = laws[laws["corpus"] == corpus]
+        out += ["Fitted laws:", "",
+                "| law | fixed | form | exponent | E | points | rmse (log) | status |",
+                "|---|---|---|---|---|---|---|---|"]
+        for _, f in fits.iterrows():
+            exponent = _fmt(f["exponent"], f["exponent_ci_low"], f["exponent_ci_high"])
+            if f["law"] == "joint" and f["status"] == "ok":
+                exponent = (f"α={exponent}, β="
+                            f"{_fmt(f['exponent_D'], f['exponent_D_ci_low'], f['exponent_D_ci_high'])}")
+            status = "ok" if f["status"] == "ok" else "no fit"
+            if f["reason"]:
+                status += f": {f['reason']}"
+            out.append(f"| {f['law']} | {f['fixed'] or '(all)'} | {f['form']} | {exponent} | "
+                       f"{_fmt(f['offset_E'])} | {int(f['n_points'])} | {_fmt(f['rmse_log'])} | "
+                       f"{status.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _latent_dims(corpora: dict | None) -> dict:
+    """{corpus: latent_dim} for synthetic corpora of known dimension."""
+    out = {}
+    for name, spec in (corpora or {}).items():
+        if isinstance(spec, dict) and "latent_dim" in spec:
+            out[str(name)] = float(spec["latent_dim"])
+    return out

@@ -1,0 +1,380 @@
+"""Exact k nearest neighbours in torch, and exact duplicate removal.
+
+Exact kNN on dense vectors is a matrix product: on a CPU nothing exact beats a bare fp32
+GEMM of the same shapes, so the search is built around one, with three ideas:
+
+* Symmetry. The neighbour relation is searched within one point set, so the score matrix
+  is symmetric: each off-diagonal block is computed once and read both along its rows
+  and along its columns. That halves the GEMM work.
+* Cheap candidate selection. A fp32 block of scores -||x - y||^2 / 2 (one GEMM on rows
+  augmented with their squared norms) is reduced by a max over groups of 16 columns;
+  the top-c groups must hold the top-c scores, so `topk` runs on 1/16 of the block.
+* Exact distances. The expanded form ||x||^2 + ||y||^2 - 2 x.y loses precision, so the
+  c = k + margin candidates are re-measured as ||x - y|| in float64 (differences of
+  fp32 inputs are exact in float64). A rigorous fp32 rounding bound then proves, row by
+  row, that no point outside the candidates can be nearer than the k-th; rows where
+  the proof fails (rare) are searched again in float64.
+
+Memory is bounded by the block size (scores are block x block), not by n^2. The same
+code runs on CUDA, with TF32 switched off so that the fp32 products are true fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from idscaling.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+GROUP = 16  # columns reduced by one max before topk; blocks are padded to a multiple
+_BIG = 1.0e30  # score of padding rows: below any real score, finite so 0 * _BIG is 0
+_U32 = 2.0**-24  # unit roundoff of fp32
+_EXACT_BYTES = 64 * 2**20  # working set of one float64 re-measuring chunk
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` picks CUDA when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU")
+    return device
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Turn TF32 off for the duration: a TF32 product is not an fp32 product."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` intra-op threads (None leaves torch's setting alone)."""
+    if threads is None:
+        yield
+        return
+    if int(threads) < 1:
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    saved = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+# ---------------------------------------------------------------------------------------
+# duplicates
+
+
+def unique_rows(X: np.ndarray) -> tuple[np.ndarray, int]:
+    """Indices (ascending) of the first occurrence of each distinct row of `X`, and the
+    number of rows dropped as exact duplicates of an earlier row.
+
+    Rows are compared by value (so -0.0 equals 0.0). They are grouped by a 64-bit hash of
+    their bits, and every claimed duplicate is then compared in full with its
+    representative, so the result is exact; on a hash collision (never seen in practice)
+    the slow exact path, `np.unique(axis=0)`, decides.
+    """
+    X = np.ascontiguousarray(X)
+    if X.ndim != 2:
+        raise DataError(f"expected a 2-d array of points, got shape {X.shape}")
+    n = len(X)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    h = _row_hashes(X)
+    order = np.argsort(h, kind="stable")  # stable: a group starts at its lowest index
+    hs = h[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = hs[1:] != hs[:-1]
+    rep = order[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
+    dup_pos = np.flatnonzero(~starts)
+    step = max(1, 2**22 // max(1, X.shape[1]))
+    for s in range(0, len(dup_pos), step):
+        p = dup_pos[s:s + step]
+        if not np.all(X[order[p]] == X[rep[p]]):
+            log.warning("row hash collision: falling back to exact np.unique on rows")
+            _, first = np.unique(X + X.dtype.type(0), axis=0, return_index=True)
+            keep = np.sort(first)
+            return keep, n - len(keep)
+    keep = np.sort(order[starts])
+    return keep, n - len(keep)
+
+
+def _row_hashes(X: np.ndarray) -> np.ndarray:
+    """A linear hash of each row's bits modulo 2^64 (random odd multipliers, fixed seed)."""
+    canon = X.dtype.kind == "f"
+    row_bytes = X.shape[1] * X.dtype.itemsize
+    word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8)
+                if row_bytes % np.dtype(w).itemsize == 0)
+    n_words = row_bytes // np.dtype(word).itemsize
+    mult = np.random.default_rng(0x1D5CA1E).integers(
+        0, 2**64 - 1, size=n_words, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    out = np.empty(len(X), dtype=np.uint64)
+    step = max(1, 2**21 // max(1, n_words))
+    for s in range(0, len(X), step):
+        chunk = X[s:s + step]
+        if canon:
+            chunk = chunk + X.dtype.type(0)  # -0.0 + 0.0 is +0.0: equal values, equal bits
+        words = np.ascontiguousarray(chunk).view(word).reshape(len(chunk), n_words)
+        out[s:s + step] = words.astype(np.uint64, copy=False) @ mult  # wraps mod 2^64
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# exact kNN
+
+
+def knn(X: np.ndarray | torch.Tensor, k: int, *, metric: str = "euclidean",
+        device: str | torch.device | None = None, block_size: int | None = None,
+        margin: int = 4, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of every row of `X` among the other rows.
+
+    metric: "euclidean", or "cosine" (Euclidean distance between the rows scaled to unit
+    length, the chord ||x/|x| - y/|y|||, which orders neighbours exactly as 1 - cos does).
+    Returns (distances, indices), both (n, k): float64 distances in ascending order and
+    int64 row indices. A row is never its own neighbour; duplicated rows are neighbours
+    at distance 0 (remove them first with `unique_rows` where that matters).
+    Memory is O(n * (dim + k) + block_size^2) on `device` (None: CUDA if present).
+    """
+    dev = resolve_device(device)
+    Xt = _as_points(X, dev)
+    n = Xt.shape[0]
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    if n < k + 1:
+        raise DataError(f"{n} points are too few for k={k} neighbours (need at least k+1)")
+    if metric == "cosine":
+        Xt = _unit_rows(Xt)
+    elif metric != "euclidean":
+        raise ConfigError(f"unknown kNN metric {metric!r}; expected 'euclidean' or 'cosine'")
+    with exact_fp32(), torch.no_grad():
+        d2, idx = knn_sq_torch(Xt, int(k), block_size=block_size, margin=margin,
+                               progress=progress)
+    return d2.sqrt_().cpu().numpy(), idx.cpu().numpy()
+
+
+def _as_points(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(X, np.ndarray):
+        X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    if not isinstance(X, torch.Tensor) or X.ndim != 2:
+        raise DataError(f"expected a 2-d array of points, got {type(X).__name__} "
+                        f"of shape {tuple(getattr(X, 'shape', ()))}")
+    return X.to(device=device, dtype=torch.float32).contiguous()
+
+
+def _unit_rows(X: torch.Tensor) -> torch.Tensor:
+    norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
+    if bool((norms == 0).any()):
+        bad = int(torch.nonzero(norms.squeeze(1) == 0)[0])
+        raise DataError(f"row {bad} has zero norm: its cosine distance is undefined")
+    return X / norms
+
+
+def default_block_size(device: torch.device) -> int:
+    # CPU: 2048 x 2048 fp32 scores (16 MiB) keep the GEMM near peak; GPU: 8192 (256 MiB).
+    return 8192 if device.type == "cuda" else 2048
+
+
+def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
+                 margin: int = 4, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared Euclidean distances (float64, ascending) and indices of the k nearest
+    neighbours of each row of the fp32 tensor `X` (self excluded), on X's device.
+
+    Call inside `exact_fp32()` on CUDA. See the module docstring for the method.
+    """
+    n, dim = X.shape
+    dev = X.device
+    c = min(k + max(0, int(margin)), n - 1)  # candidates kept per row
+    block = block_size or default_block_size(dev)
+    block = max(GROUP, block // GROUP * GROUP)
+    n_pad = -(-n // GROUP) * GROUP
+
+    # Centre first: distances do not change, norms shrink, and the rounding of the
+    # expanded form grows with the norms.
+    mean = (X.sum(0, dtype=torch.float64) / n).to(torch.float32)
+    A = torch.zeros((n_pad, dim + 2), dtype=torch.float32, device=dev)
+    A[:n, :dim].copy_(X).sub_(mean)
+    sq = torch.empty(n, dtype=torch.float64, device=dev)
+    step = max(1, 2**24 // max(1, dim))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        sq[s:e] = torch.linalg.vector_norm(A[s:e, :dim], dim=1, dtype=torch.float64).square()
+    # A_i . B_j = x_i.x_j - |x_i|^2/2 - |x_j|^2/2 = -|x_i - x_j|^2 / 2, with B = A with its
+    # last two columns swapped. Padding rows score -_BIG against everything real.
+    A[:n, dim] = (-0.5 * sq).to(torch.float32)
+    A[:n, dim + 1] = 1.0
+    A[n:, dim] = -_BIG
+    perm = torch.arange(dim + 2, device=dev)
+    perm[dim], perm[dim + 1] = dim + 1, dim
+
+    best_s = torch.full((n_pad, c), -math.inf, dtype=torch.float32, device=dev)
+    best_i = torch.full((n_pad, c), -1, dtype=torch.int64, device=dev)
+    starts = list(range(0, n_pad, block))
+    pairs = [(i0, j0) for i0 in starts for j0 in starts if j0 >= i0]
+    seen = set()  # row blocks whose lists hold scores already
+    bar = tqdm(pairs, desc="knn blocks", unit="block", leave=False,
+               disable=not progress or len(pairs) < 4)
+    for i0, j0 in bar:
+        i1, j1 = min(i0 + block, n_pad), min(j0 + block, n_pad)
+        S = A[i0:i1] @ A[j0:j1][:, perm].T
+        if i0 == j0:
+            S.fill_diagonal_(-math.inf)
+        _fold(best_s, best_i, i0, S, j0, c, fresh=i0 not in seen)
+        seen.add(i0)
+        if i0 != j0:  # the same block read down its columns serves rows j0:j1
+            _fold(best_s, best_i, j0, S.T, i0, c, fresh=j0 not in seen)
+            seen.add(j0)
+    bar.close()
+    del A
+    cand = best_i[:n]
+    d2, idx = _remeasure(X, cand, k)
+
+    if c < n - 1:
+        # Every point outside a row's candidates has fp32 score <= its c-th candidate's.
+        # With |error of a score| <= (dim + 2) u (|x|^2 + |y|^2) (a dot product's
+        # worst-case rounding, plus centring and norm rounding), the row is exact when
+        # even the most favourable outsider cannot beat the k-th exact distance.
+        coef = (2 * (dim + 2) + 8) * _U32
+        err = coef * (sq + sq.max())
+        floor = -2.0 * best_s[:n].amin(dim=1).to(torch.float64) - err
+        redo = torch.nonzero(floor < d2[:, k - 1]).squeeze(1)
+        if len(redo):
+            log.info("kNN: %d of %d rows not provably exact from fp32 candidates; "
+                     "searching them again in float64", len(redo), n)
+            rc = _candidates_fp64(X, mean, redo, c, block)
+            d2[redo], idx[redo] = _remeasure(X, rc, k, rows=redo)
+    return d2, idx
+
+
+def _fold(best_s: torch.Tensor, best_i: torch.Tensor, r0: int, S: torch.Tensor,
+          col0: int, c: int, fresh: bool) -> None:
+    """Fold the block of scores S (rows r0.., columns col0..) into the running top-c
+    lists of its rows.
+
+    Columns are reduced first by a max over strided groups of GROUP columns (a group
+    holds columns g, g + w, g + 2w, ... for w = m / GROUP, so the max runs over
+    contiguous memory). For rows that hold no scores yet, the top-c scores lie in the c
+    groups with the largest maxima. Otherwise only groups whose max beats the row's
+    current c-th best score can change its list; after the first few blocks those are
+    few, so they are picked out sparsely and `topk` never sees the whole block.
+    """
+    r, m = S.shape
+    w = m // GROUP
+    if S.is_contiguous():
+        M = S.reshape(r, GROUP, w).amax(dim=1)
+    else:  # S is the transpose of a contiguous block: reduce that block over its rows
+        M = S.T.reshape(GROUP, w, r).amax(dim=0).T
+    offs = torch.arange(GROUP, device=S.device) * w
+    if fresh:
+        groups = _largest(M, min(c, w))  # (r, c) group ids
+        cols = (groups.unsqueeze(2) + offs).reshape(r, -1)
+        vals = S.gather(1, cols)
+        pos = _largest(vals, min(c, cols.shape[1]))
+        rows = torch.arange(r0, r0 + r, device=S.device)
+        _merge(best_s, best_i, rows, vals.gather(1, pos), cols.gather(1, pos) + col0, c)
+        return
+    tau = best_s[r0:r0 + r].amin(dim=1, keepdim=True)  # each row's current c-th best
+    hit_r, hit_g = torch.nonzero(M > tau, as_tuple=True)
+    if len(hit_r) == 0:
+        return
+    cols = hit_g.unsqueeze(1) + offs  # (hits, GROUP)
+    vals = S[hit_r.unsqueeze(1), cols]
+    keep = vals > tau[hit_r]
+    rr = hit_r.unsqueeze(1).expand_as(cols)[keep]  # row-major order: rows ascending
+    cc, vv = cols[keep], vals[keep]
+    # Lay the new scores out densely, one padded row per touched row, then merge.
+    urows, counts = torch.unique_consecutive(rr, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    row_pos = torch.repeat_interleave(torch.arange(len(urows), device=S.device), counts)
+    slot = torch.arange(len(rr), device=S.device) - first[row_pos]
+    width = int(counts.max())
+    P = torch.full((len(urows), width), -math.inf, dtype=S.dtype, device=S.device)
+    Pi = torch.full((len(urows), width), -1, dtype=torch.int64, device=S.device)
+    P[row_pos, slot] = vv
+    Pi[row_pos, slot] = cc + col0
+    _merge(best_s, best_i, urows + r0, P, Pi, c)
+
+
+def _largest(x: torch.Tensor, c: int) -> torch.Tensor:
+    """Column indices of the c largest entries of each row of x, in no particular order.
+    On the CPU NumPy's introselect is several times faster than torch.topk."""
+    w = x.shape[1]
+    if c >= w:
+        return torch.arange(w, device=x.device).expand(x.shape[0], w)
+    if x.device.type == "cpu":
+        part = np.argpartition(x.numpy(), w - c, axis=1)[:, w - c:]
+        return torch.from_numpy(np.ascontiguousarray(part))
+    return x.topk(c, dim=1, sorted=False).indices
+
+
+def _merge(best_s: torch.Tensor, best_i: torch.Tensor, rows: torch.Tensor,
+           v: torch.Tensor, ix: torch.Tensor, c: int) -> None:
+    """Keep in best_s/best_i[rows] the c largest of the old and the new scores."""
+    s = torch.cat([best_s[rows], v], dim=1)
+    i = torch.cat([best_i[rows], ix], dim=1)
+    pos = _largest(s, c)
+    best_s[rows] = s.gather(1, pos)
+    best_i[rows] = i.gather(1, pos)
+
+
+def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact squared distances (float64) from each query row to its candidates; the k
+    nearest, ascending. `rows` gives the query rows of `cand` (default: all, in order)."""
+    n_q, c = cand.shape
+    d2 = torch.empty((n_q, c), dtype=torch.float64, device=X.device)
+    step = max(1, _EXACT_BYTES // (8 * c * X.shape[1]))
+    for s in range(0, n_q, step):
+        q = X[s:s + step] if rows is None else X[rows[s:s + step]]
+        diff = X[cand[s:s + step]].to(torch.float64)  # fp32 - fp32 is exact in float64
+        diff.sub_(q.to(torch.float64).unsqueeze(1))
+        d2[s:s + step] = torch.linalg.vector_norm(diff, dim=2).square_()
+    d2, order = d2.sort(dim=1, stable=True)
+    return d2[:, :k].contiguous(), cand.gather(1, order[:, :k])
+
+
+def _candidates_fp64(X: torch.Tensor, mean: torch.Tensor, rows: torch.Tensor, c: int,
+                     block: int) -> torch.Tensor:
+    """The c nearest candidates of `rows` by a float64 scan over all points (the float64
+    expanded form errs by ~1e-16 |x|^2, far below any gap that fp32 could not resolve)."""
+    n = X.shape[0]
+    mean64 = mean.to(torch.float64)
+    out = torch.empty((len(rows), c), dtype=torch.int64, device=X.device)
+    for r0 in range(0, len(rows), block):
+        rr = rows[r0:r0 + block]
+        Q = X[rr].to(torch.float64) - mean64
+        q2 = Q.square().sum(dim=1, keepdim=True)
+        best_d = torch.full((len(rr), c), math.inf, dtype=torch.float64, device=X.device)
+        best_i = torch.full((len(rr), c), -1, dtype=torch.int64, device=X.device)
+        for j0 in range(0, n, block):
+            Y = X[j0:j0 + block].to(torch.float64) - mean64
+            D = q2 + Y.square().sum(dim=1) - 2.0 * (Q @ Y.T)
+            own = (rr >= j0) & (rr < j0 + len(Y))
+            D[own.nonzero().squeeze(1), rr[own] - j0] = math.inf
+            ids = torch.arange(j0, j0 + len(Y), device=X.device).expand(len(rr), -1)
+            best_d, pos = torch.cat([best_d, D], dim=1).topk(c, dim=1, largest=False)
+            best_i = torch.cat([best_i, ids], dim=1).gather(1, pos)
+        out[r0:r0 + block] = best_i
+    return out

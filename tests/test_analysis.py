@@ -1,0 +1,219 @@
+"""The laws stage end to end on synthetic tables: a known law plus noise, IDs by hand."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from idscaling.analysis import LAW_COLUMNS, read_histories, run_laws, verdict
+from idscaling.errors import DataError
+
+# Chinchilla-like truth on a laptop scale: L = E + A/N^alpha + B/D^beta (nats)
+TRUTH = {"E": 2.0, "A": 25.0, "alpha": 0.3, "B": 115.0, "beta": 0.4}
+MODELS = {"xs": (1, 32), "s": (2, 64), "m": (3, 96), "l": (4, 128)}
+DATA = [25_000, 50_000, 100_000, 200_000, 400_000]
+CONTRACT = ["corpus", "law", "fixed", "exponent", "exponent_ci_low", "exponent_ci_high",
+            "offset_E", "coef", "n_points", "rmse_log", "id", "predicted_exponent",
+            "predicted_ci_low", "predicted_ci_high"]
+FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer",
+           "training_curves"]
+
+
+def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA, noise=0.002,
+                ids_for=None, estimators=("mle", "twonn"), seed=0):
+    """Write losses.csv, intrinsic_dim.csv and history.csv files under `root`."""
+    rng = np.random.default_rng(seed)
+    runs, histories = [], []
+    for c, corpus in enumerate(corpora):
+        E = TRUTH["E"] + 0.3 * c
+        for model, (n_layer, n_embd) in models.items():
+            N = 12 * n_layer * n_embd**2
+            for D in data:
+                loss = (E + TRUTH["A"] * N ** -TRUTH["alpha"] + TRUTH["B"] * D ** -TRUTH["beta"])
+                loss *= math.exp(rng.normal(0, noise))
+                runs.append(dict(corpus=corpus, model=model, n_layer=n_layer, n_embd=n_embd,
+                                 n_head=2, params=N + 512 * n_embd, params_nonembed=N, tokens=D,
+                                 seed=0, steps=100, epochs=1.0, best_val_loss=loss,
+                                 final_val_loss=loss * 1.01, train_loss=loss * 0.99, wall_s=1.0,
+                                 device="cpu"))
+                path = root / corpus / "runs" / model / f"D{D}" / "s0" / "history.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                step = np.arange(0, 60, 10)
+                train = loss + 3.0 * np.exp(-step / 20)
+                pd.DataFrame(dict(step=step, tokens=step * 1024, lr=1e-3, train_loss=train,
+                                  val_loss=np.where(step % 20 == 0, train * 1.02, np.nan),
+                                  elapsed_s=step * 0.1)).to_csv(path, index=False)
+                histories.append(path)
+    pd.DataFrame(runs).to_csv(root / "losses.csv", index=False)
+    ids = []
+    for c, corpus in enumerate(ids_for if ids_for is not None else corpora):
+        for estimator in estimators:
+            for protocol in ("batched", "full"):
+                for k in (10, 20):
+                    for layer in (0, 1, 2):
+                        d = (8.0 + 4 * c) * (1 + 0.1 * layer) * (1 + 0.01 * k)
+                        d *= 1.1 if estimator == "twonn" else 1.0
+                        ids.append(dict(corpus=corpus, embedder="trained", layer=layer,
+                                        estimator=estimator, k=k, metric="cosine",
+                                        protocol=protocol, n_points=3600, n_duplicates=0,
+                                        id=d, ci_low=0.95 * d, ci_high=1.05 * d))
+    pd.DataFrame(ids, columns=["corpus", "embedder", "layer", "estimator", "k", "metric",
+                               "protocol", "n_points", "n_duplicates", "id", "ci_low",
+                               "ci_high"]).to_csv(root / "intrinsic_dim.csv", index=False)
+    return root / "losses.csv", root / "intrinsic_dim.csv", histories
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in")
+    out = tmp_path / "results"
+    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1,
+                      reference={"estimator": "mle", "k": 20, "protocol": "batched",
+                                 "layer": "last"})
+    for name in FIGURES:
+        assert _is_png(out / "figures" / f"{name}.png"), name
+    assert not (out / "figures" / "latent_dim.png").exists()
+    assert not list(out.rglob("*.tmp"))
+
+    laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
+    assert list(laws.columns[: len(CONTRACT)]) == CONTRACT
+    assert list(laws.columns) == LAW_COLUMNS
+    # per corpus: 4 models x 2 forms + 5 data sizes x 2 forms + 1 joint
+    assert len(laws) == 2 * (4 * 2 + 5 * 2 + 1)
+    assert (laws["status"] == "ok").all(), laws.loc[laws["status"] != "ok", "reason"].tolist()
+
+    joint = laws[laws["law"] == "joint"].set_index("corpus")
+    assert joint["exponent"].to_numpy() == pytest.approx(TRUTH["alpha"], abs=0.05)
+    assert joint["exponent_D"].to_numpy() == pytest.approx(TRUTH["beta"], abs=0.05)
+    assert joint.loc["code", "offset_E"] == pytest.approx(TRUTH["E"], abs=0.1)
+    assert (joint["exponent_ci_low"] <= joint["exponent"]).all()
+    assert (joint["exponent"] <= joint["exponent_ci_high"]).all()
+
+    # the reference ID: mle, k=20, batched, last layer (2) -> d = 8 * 1.2 * 1.2 for code
+    d_code = 8.0 * 1.2 * 1.2
+    data = laws[(laws["law"] == "data") & (laws["corpus"] == "code")]
+    assert data["id"].to_numpy() == pytest.approx(d_code)
+    assert data["predicted_exponent"].to_numpy() == pytest.approx(2 / (2 + d_code))
+    model = laws[(laws["law"] == "model") & (laws["corpus"] == "code")]
+    assert model["predicted_exponent"].to_numpy() == pytest.approx(2 / d_code)
+    assert set(laws["form"]) == {"offset", "pure"}
+
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
+    assert len(preds) == 2 * 2 * 2 * 2 * 3        # corpora x estimators x protocols x k x layers
+    ref = preds[preds["is_reference"]]
+    assert sorted(ref["corpus"]) == ["code", "prose"]
+    assert (ref["estimator"] == "mle").all() and (ref["k"] == 20).all()
+    assert (ref["layer"] == 2).all() and (ref["protocol"] == "batched").all()
+    code = ref[ref["corpus"] == "code"].iloc[0]
+    assert code["observed_alpha_D"] == pytest.approx(joint.loc["code", "exponent_D"])
+    assert code["sharma_kaplan_alpha_N"] == pytest.approx(4 / d_code)
+    s = code["implied_smoothness"]
+    assert 2 * s / (2 * s + d_code) == pytest.approx(code["observed_alpha_D"])
+    assert code["verdict"] in ("inside", "outside")
+
+    summary = (out / "summary.md").read_text()
+    for corpus in ("code", "prose"):
+        assert f"## {corpus}" in summary
+    assert summary.count("**Verdict:") == 2
+    assert f"{2 / (2 + d_code):.3g}" in summary
+    assert result["laws"] == out / "laws.csv"
+
+
+def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
+    # one corpus, one model, two data sizes: nothing can be fitted
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("solo",),
+                                         models={"xs": (1, 32)}, data=[1000, 2000])
+    out = tmp_path / "results"
+    run_laws(losses, ids, histories, out, bootstrap=20)
+    for name in FIGURES:
+        assert _is_png(out / "figures" / f"{name}.png"), name
+    laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
+    assert (laws["status"] == "no_fit").all()
+    assert laws["exponent"].isna().all()
+    assert laws["reason"].str.contains("distinct sizes").all()
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
+    assert preds["observed_alpha_D"].isna().all()
+    assert preds["verdict"].isna().all()
+    assert "Verdict: none" in (out / "summary.md").read_text()
+
+
+def test_latent_dim_figure_only_for_corpora_of_known_dimension(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("synth-d4", "synth-d8"),
+                                         models=dict(list(MODELS.items())[:3]),
+                                         data=DATA[:3])
+    corpora = {"synth-d4": {"source": "builtin", "name": "synthetic", "latent_dim": 4},
+               "synth-d8": {"source": "builtin", "name": "synthetic", "latent_dim": 8}}
+    out = tmp_path / "results"
+    result = run_laws(losses, ids, histories, out, bootstrap=0, corpora=corpora)
+    assert _is_png(out / "figures" / "latent_dim.png")
+    assert set(result["figures"]) == set(FIGURES) | {"latent_dim"}
+
+
+def test_reference_id_falls_back_and_says_so(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",),
+                                         estimators=("twonn",), data=DATA[:3],
+                                         models=dict(list(MODELS.items())[:3]))
+    out = tmp_path / "results"
+    run_laws(losses, ids, histories, out, bootstrap=0)
+    laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
+    assert laws["reason"].str.contains("not measured; used twonn").all()
+    assert laws["id"].to_numpy() == pytest.approx(8.0 * 1.2 * 1.2 * 1.1)
+    assert "not measured; used twonn" in (out / "summary.md").read_text()
+
+
+def test_corpus_without_an_id_gets_laws_but_no_prediction(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code", "prose"),
+                                         ids_for=("code",), data=DATA[:3],
+                                         models=dict(list(MODELS.items())[:3]))
+    out = tmp_path / "results"
+    run_laws(losses, ids, histories, out, bootstrap=0)
+    laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
+    prose = laws[laws["corpus"] == "prose"]
+    assert prose["id"].isna().all() and prose["predicted_exponent"].isna().all()
+    assert prose["reason"].str.contains("no intrinsic dimension for corpus prose").all()
+    assert laws[laws["corpus"] == "code"]["id"].notna().all()
+
+
+def test_bad_inputs_raise_errors_that_name_the_problem(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",), data=DATA[:3])
+    table = pd.read_csv(losses).drop(columns=["params_nonembed"])
+    broken = tmp_path / "broken.csv"
+    table.to_csv(broken, index=False)
+    with pytest.raises(DataError, match="params_nonembed"):
+        run_laws(broken, ids, histories, tmp_path / "out")
+    with pytest.raises(DataError, match="not found"):
+        run_laws(tmp_path / "missing.csv", ids, histories, tmp_path / "out")
+    with pytest.raises(DataError, match="final_val_loss|best_val_loss"):
+        pd.read_csv(losses).assign(best_val_loss=-1.0).to_csv(broken, index=False)
+        run_laws(broken, ids, histories, tmp_path / "out")
+    assert not (tmp_path / "out" / "laws.csv").exists()
+
+
+def test_history_paths_must_follow_the_layout(tmp_path):
+    path = tmp_path / "somewhere" / "history.csv"
+    path.parent.mkdir()
+    pd.DataFrame(dict(step=[0], tokens=[0], lr=[0.1], train_loss=[1.0], val_loss=[1.0],
+                      elapsed_s=[0.0])).to_csv(path, index=False)
+    with pytest.raises(DataError, match="history.csv"):
+        read_histories([path])
+
+
+@pytest.mark.parametrize("observed, predicted, expected", [
+    ((0.30, 0.25, 0.35), (0.20, 0.18, 0.22), "outside"),
+    ((0.30, 0.25, 0.35), (0.24, 0.22, 0.26), "inside"),
+    ((0.30, math.nan, math.nan), (0.31, 0.29, 0.33), "inside"),
+    ((0.30, math.nan, math.nan), (0.20, 0.18, 0.22), "outside"),
+    ((0.30, math.nan, math.nan), (0.30, math.nan, math.nan), ""),
+    ((math.nan, math.nan, math.nan), (0.30, 0.2, 0.4), ""),
+])
+def test_verdict_compares_intervals(observed, predicted, expected):
+    word, line = verdict(observed, predicted)
+    assert word == expected
+    assert line and ("no verdict" in line) == (expected == "")

@@ -1,0 +1,352 @@
+"""The training engine: outputs, schedule, data windows, resume, failures, DDP."""
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idscaling.errors import ConfigError, DataError, TrainingError
+from idscaling.model import GPT, GPTConfig
+from idscaling.train import (
+    TrainSettings,
+    lr_at,
+    train_run,
+    train_window_starts,
+    val_window_starts,
+)
+
+VOCAB = 96  # not a multiple of 64: the padded vocabulary is exercised
+SHAPE = {"n_layer": 1, "n_embd": 16, "n_head": 2}
+TRAIN = {
+    "context": 16, "batch_size": 8, "lr": 3e-2, "warmup_steps": 2, "max_steps": 12,
+    "eval_every": 4, "eval_tokens": 256, "checkpoint_every": 4, "early_stop_patience": 0,
+    "log_every": 2,
+}
+DESIGN_METRICS = {"best_val_loss", "final_val_loss", "train_loss", "steps", "tokens_seen", "epochs",
+                  "tokens_per_s", "wall_s", "device", "params", "params_nonembed", "seed"}
+
+
+def write_tokens(d: Path, n_train=6000, n_val=1200, period=7, vocab=VOCAB, dtype="uint16") -> Path:
+    """Learnable token files: a noisy periodic sequence, so the loss can fall."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def ids(n):
+        base = (np.arange(n) % period) * 5 % vocab
+        noise = rng.random(n) < 0.1
+        return np.where(noise, rng.integers(0, vocab, n), base).astype(dtype)
+
+    ids(n_train).tofile(d / "train.bin")
+    ids(n_val).tofile(d / "val.bin")
+    meta = dict(vocab_size=vocab, eot_id=0, dtype=dtype, train_tokens=n_train, val_tokens=n_val)
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_tokens(tmp_path_factory.mktemp("tokens"))
+
+
+def run(data: Path, run_dir: Path, tokens=4000, seed=0, **train_overrides) -> dict:
+    kw = {k: train_overrides.pop(k) for k in ("step_callback", "ckpt_dir") if k in train_overrides}
+    return train_run(data / "train.bin", data / "val.bin", data / "meta.json", run_dir,
+                     model=SHAPE, tokens=tokens, seed=seed, train={**TRAIN, **train_overrides},
+                     threads=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted run, shared by the tests that compare against it."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    return run_dir, run(data, run_dir)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(k):
+    def callback(step):
+        if step == k:
+            raise Interrupt(step)
+    return callback
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------- settings
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    s = TrainSettings(lr=1e-3, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    lrs = [lr_at(i, s) for i in range(120)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # warmup rises
+    assert all(a >= b for a, b in zip(lrs[9:110], lrs[10:111]))  # cosine falls
+    assert lrs[60] == pytest.approx(0.55e-3)  # half way: mean of peak and floor
+    assert lrs[110] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
+
+
+def test_settings_take_defaults_and_reject_bad_values():
+    s = TrainSettings.from_dict({"lr": 2e-3, "micro_batch_size": None})
+    assert s.lr == 2e-3 and s.context == 128 and s.micro_batch_size is None and s.val_seed == 1234
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        TrainSettings.from_dict({"batch_size": 32, "micro_batch_size": 5})
+    with pytest.raises(ConfigError, match="precision"):
+        TrainSettings.from_dict({"precision": "fp8"})
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainSettings.from_dict({"max_steps": 0})
+
+
+# ------------------------------------------------------------------------- data
+
+
+def test_val_windows_depend_on_val_seed_only_and_do_not_overlap():
+    a = val_window_starts(10_000, 16, 1600, val_seed=1)
+    assert np.array_equal(a, val_window_starts(10_000, 16, 1600, val_seed=1))
+    assert not np.array_equal(a, val_window_starts(10_000, 16, 1600, val_seed=2))
+    assert len(a) == 100 and np.all(np.diff(a) >= 16) and a.max() + 16 < 10_000
+    everything = val_window_starts(100, 16, 10**6, val_seed=1)  # more asked than there is
+    assert np.array_equal(everything, np.arange(6) * 16)
+    with pytest.raises(DataError, match="val.bin holds 16 tokens"):
+        val_window_starts(16, 16, 256, val_seed=1)
+
+
+def test_train_windows_stay_inside_the_subset_and_differ_by_rank_and_step():
+    starts = train_window_starts(0, 0, 3, 10_000, tokens=100, context=16)
+    assert starts.min() >= 0 and starts.max() + 16 <= 99  # the target of the last id is id 99
+    assert np.array_equal(starts, train_window_starts(0, 0, 3, 10_000, 100, 16))
+    assert not np.array_equal(starts, train_window_starts(0, 1, 3, 10_000, 100, 16))
+    assert not np.array_equal(starts, train_window_starts(0, 0, 4, 10_000, 100, 16))
+
+
+@pytest.mark.parametrize("tokens", [16, 7000])
+def test_token_count_outside_range_names_both_numbers(data, tmp_path, tokens):
+    with pytest.raises(DataError, match=rf"{tokens}.*(17|6000)"):
+        run(data, tmp_path / "run", tokens=tokens)
+
+
+def test_bad_token_files_are_named(tmp_path):
+    d = write_tokens(tmp_path / "short", n_val=10)
+    with pytest.raises(DataError, match="val.bin holds 10 tokens"):
+        run(d, tmp_path / "run")
+    d = write_tokens(tmp_path / "ids", vocab=200)
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "vocab_size": VOCAB}))
+    with pytest.raises(DataError, match="train.bin holds id"):
+        run(d, tmp_path / "run")
+    (d / "meta.json").write_text(json.dumps({**meta, "train_tokens": 5000}))
+    with pytest.raises(DataError, match="train.bin has 12000 bytes"):
+        run(d, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# -------------------------------------------------------------------- a full run
+
+
+def test_run_writes_outputs_and_learns(reference):
+    run_dir, m = reference
+    assert DESIGN_METRICS <= set(m)
+    assert m == json.loads((run_dir / "metrics.json").read_text())
+    assert m["steps"] == 12 and m["tokens_seen"] == 12 * 8 * 16
+    assert m["epochs"] == pytest.approx(12 * 8 * 16 / 4000)
+    assert m["device"] == "cpu" and m["precision"] == "fp32" and m["tokens_per_s"] > 0
+    model = GPT(GPTConfig(vocab_size=VOCAB, context=16, **SHAPE))
+    assert (m["params"], m["params_nonembed"]) == (model.num_params(), model.num_params(True))
+    assert m["best_val_loss"] <= m["final_val_loss"]
+    assert m["final_val_loss"] < math.log(VOCAB) - 1.0  # the periodic signal is learnt
+
+    rows = read_history(run_dir)
+    assert list(rows[0]) == ["step", "tokens", "lr", "train_loss", "val_loss", "elapsed_s"]
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10, 12]
+    val = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert len(val) == 3 and val[-1] == pytest.approx(m["final_val_loss"], rel=1e-5)
+    assert min(val) == pytest.approx(m["best_val_loss"], rel=1e-5)
+    assert not [p for p in run_dir.rglob("*.tmp")]
+
+
+def test_checkpoint_loads_weights_only_and_matches_export(reference):
+    transformers = pytest.importorskip("transformers")
+    run_dir, _ = reference
+    ckpt = torch.load(run_dir / "ckpt" / "last.pt", weights_only=True)
+    assert ckpt["state"]["step"] == 12 and ckpt["state"]["done"]
+    model = GPT(GPTConfig(vocab_size=VOCAB, context=16, **SHAPE)).eval()
+    model.load_state_dict(ckpt["model"])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(run_dir).eval()
+    idx = torch.randint(0, VOCAB, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(model(idx)[0], hf(idx).logits, atol=1e-5)
+
+
+def test_gradient_accumulation_matches_one_big_batch(data, tmp_path, reference):
+    _, m = reference
+    acc = run(data, tmp_path / "run", micro_batch_size=2)  # 4 micro-steps of 2 sequences
+    assert acc["final_val_loss"] == pytest.approx(m["final_val_loss"], abs=1e-5)
+    assert acc["train_loss"] == pytest.approx(m["train_loss"], abs=1e-5)
+
+
+def test_seed_changes_the_run_but_not_the_validation_windows(data, tmp_path, reference, monkeypatch):
+    import idscaling.train as train_mod
+
+    seen = []
+    original = train_mod._evaluate
+    monkeypatch.setattr(train_mod, "_evaluate",
+                        lambda *a, **k: seen.append(a[2].copy()) or original(*a, **k))
+    _, m = reference
+    other = run(data, tmp_path / "run", seed=1, max_steps=4)
+    first = seen[0]
+    run(data, tmp_path / "run2", seed=2, max_steps=4)
+    assert np.array_equal(first, seen[-1])
+    assert other["final_val_loss"] != m["final_val_loss"]
+
+
+# ------------------------------------------------------------------------- resume
+
+
+def test_interrupted_run_resumes_to_the_same_loss(data, tmp_path, reference, caplog):
+    ref_dir, ref = reference
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        run(data, run_dir, step_callback=interrupt_at(6))  # last checkpoint: step 4
+    assert not (run_dir / "metrics.json").exists()
+    with caplog.at_level(logging.INFO, logger="idscaling.train"):
+        m = run(data, run_dir)
+    assert "resuming from checkpoint" in caplog.text and "at step 4" in caplog.text
+    assert m["resumed_from"] == 4 and m["steps"] == ref["steps"]
+    for key in ("final_val_loss", "best_val_loss", "train_loss"):
+        assert m[key] == pytest.approx(ref[key], abs=1e-5)
+    ours, theirs = read_history(run_dir), read_history(ref_dir)
+    assert [r["val_loss"] for r in ours] == [r["val_loss"] for r in theirs]
+
+
+def test_resume_with_dropout_replays_the_same_masks(data, tmp_path):
+    ref = run(data, tmp_path / "ref", dropout=0.2, max_steps=8)
+    with pytest.raises(Interrupt):
+        run(data, tmp_path / "run", dropout=0.2, max_steps=8, step_callback=interrupt_at(5))
+    m = run(data, tmp_path / "run", dropout=0.2, max_steps=8)
+    assert m["resumed_from"] == 4
+    assert m["final_val_loss"] == pytest.approx(ref["final_val_loss"], abs=1e-5)
+    assert m["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5)
+
+
+def test_run_killed_by_sigkill_resumes_to_the_same_loss(data, tmp_path, reference):
+    _, ref = reference
+    run_dir = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from idscaling.train import train_run
+        d = Path({str(data)!r})
+        def die(step):
+            if step == 8:  # just after the checkpoint at step 8
+                os.kill(os.getpid(), signal.SIGKILL)
+        train_run(d / "train.bin", d / "val.bin", d / "meta.json", Path({str(run_dir)!r}),
+                  model={SHAPE!r}, tokens=4000, seed=0, train={TRAIN!r}, threads=1, step_callback=die)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (run_dir / "metrics.json").exists()
+    m = run(data, run_dir)
+    assert m["resumed_from"] == 8 and m["steps"] == ref["steps"]
+    assert m["final_val_loss"] == pytest.approx(ref["final_val_loss"], abs=1e-5)
+    assert m["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5)
+
+
+def test_finished_run_called_again_only_rewrites_outputs(data, tmp_path, reference):
+    ref_dir, ref = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    for name in ("metrics.json", "history.csv", "model.safetensors", "config.json"):
+        (run_dir / name).unlink()  # as Snakemake does before it reruns a job
+    m = run(data, run_dir, step_callback=lambda step: pytest.fail("trained again"))
+    assert m["resumed_from"] == 12
+    assert {k: m[k] for k in DESIGN_METRICS} == {k: ref[k] for k in DESIGN_METRICS}
+    assert (run_dir / "history.csv").read_text() == (ref_dir / "history.csv").read_text()
+    assert (run_dir / "model.safetensors").read_bytes() == (ref_dir / "model.safetensors").read_bytes()
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(data, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        run(data, run_dir, lr=1e-2, step_callback=interrupt_at(5))
+    with caplog.at_level(logging.WARNING, logger="idscaling.train"):
+        m = run(data, run_dir, max_steps=4)
+    assert "another configuration" in caplog.text
+    assert m["resumed_from"] is None and m["steps"] == 4
+
+
+# ------------------------------------------------------------- stopping and failure
+
+
+def test_early_stopping_after_patience_evals_without_improvement(data, tmp_path, monkeypatch):
+    import idscaling.train as train_mod
+
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
+    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=20)
+    assert m["stopped_early"] and m["steps"] == 8
+    assert (m["best_val_loss"], m["best_step"], m["final_val_loss"]) == (2.0, 4, 2.6)
+
+
+def test_non_finite_loss_stops_without_metrics(data, tmp_path):
+    def poison(step):
+        if step == 3:
+            torch.nn.init.constant_(poisoned[0], float("nan"))
+
+    poisoned = []
+    original = GPT.__init__
+
+    def capture(self, cfg):
+        original(self, cfg)
+        poisoned.append(self.transformer.wpe.weight)
+
+    GPT.__init__ = capture
+    try:
+        with pytest.raises(TrainingError, match="loss is nan at step 4"):
+            run(data, tmp_path / "run", step_callback=poison)
+    finally:
+        GPT.__init__ = original
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_fp16_on_cpu_is_refused(data, tmp_path):
+    with pytest.raises(ConfigError, match="fp16"):
+        run(data, tmp_path / "run", precision="fp16")
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_with_torchrun(data, tmp_path):
+    run_dir = tmp_path / "run"
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from idscaling.train import train_run
+        d = Path({str(data)!r})
+        train_run(d / "train.bin", d / "val.bin", d / "meta.json", Path({str(run_dir)!r}),
+                  model={SHAPE!r}, tokens=4000, seed=0, train={TRAIN!r}, threads=2)
+    """))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(torchrun + [str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["steps"] == 12 and m["tokens_seen"] == 12 * 8 * 16
+    assert m["final_val_loss"] < math.log(VOCAB) - 1.0
