@@ -156,12 +156,25 @@ def test_latent_dim_figure_only_for_corpora_of_known_dimension(tmp_path):
     assert set(result["figures"]) == set(FIGURES) | {"latent_dim"}
 
 
+def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
+    losses, ids, _ = make_inputs(tmp_path / "in", corpora=("synth-d4",), ids_for=(),
+                                 data=DATA[:3], models=dict(list(MODELS.items())[:3]))
+    out = tmp_path / "results"
+    run_laws(losses, ids, [], out, bootstrap=0,
+             corpora={"synth-d4": {"source": "builtin", "latent_dim": 4}})
+    for name in FIGURES + ["latent_dim"]:
+        assert _is_png(out / "figures" / f"{name}.png"), name
+    assert pd.read_csv(out / "predictions.csv").empty
+    assert "Verdict: none" in (out / "summary.md").read_text()
+
+
 def test_reference_id_falls_back_and_says_so(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",),
                                          estimators=("twonn",), data=DATA[:3],
                                          models=dict(list(MODELS.items())[:3]))
     out = tmp_path / "results"
-    run_laws(losses, ids, histories, out, bootstrap=0)
+    run_laws(losses, ids, histories, out, bootstrap=0, draw=False)
+    assert not (out / "figures").exists()
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     assert laws["reason"].str.contains("not measured; used twonn").all()
     assert laws["id"].to_numpy() == pytest.approx(8.0 * 1.2 * 1.2 * 1.1)
@@ -173,7 +186,7 @@ def test_corpus_without_an_id_gets_laws_but_no_prediction(tmp_path):
                                          ids_for=("code",), data=DATA[:3],
                                          models=dict(list(MODELS.items())[:3]))
     out = tmp_path / "results"
-    run_laws(losses, ids, histories, out, bootstrap=0)
+    run_laws(losses, ids, histories, out, bootstrap=0, draw=False)
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     prose = laws[laws["corpus"] == "prose"]
     assert prose["id"].isna().all() and prose["predicted_exponent"].isna().all()

@@ -2,8 +2,9 @@
 
 A session fixture brings the cluster up with .ci/slurm-up.sh (these tests skip, saying
 why, only where SLURM cannot be installed: not root, no apt-get). The workflow runs
-configs/test.yaml, cut to one corpus and a 2 x 2 grid to keep the cluster's share of
-the test time small, three ways:
+configs/test.yaml, cut to one corpus, one model and two data sizes (every SLURM job pays
+Snakemake's start-up, and the executor polls the queue less often the longer nothing
+finishes, so each level of the DAG costs 10-20 s here), three ways:
 
 1. locally (`--cores 2`), the reference for the shape of the results;
 2. on SLURM with one training job made to fail (a stand-in `idscaling` on PATH that
@@ -35,7 +36,6 @@ from workflow_utils import REPO, copy_workflow, load_config, write_config
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CONFIG = "slurm-test.yaml"
-FAILING_RUN = "runs/tiny/D4000/s0"  # the training job made to fail in the second run
 # The test node is small: ask for what it has, and poll the queue every second.
 CLUSTER_ARGS = [
     "--default-resources", "mem_mb=500", "runtime=10",
@@ -69,9 +69,16 @@ def _small_test_config() -> dict:
     config = load_config(REPO / "configs" / "test.yaml")
     first_corpus = next(iter(config["corpora"]))
     config["corpora"] = {first_corpus: config["corpora"][first_corpus]}
-    config["models"] = dict(list(config["models"].items())[:2])
+    config["models"] = dict(list(config["models"].items())[:1])
     config["data_tokens"] = sorted(config["data_tokens"])[:2]
     return config
+
+
+def _failing_run(config: dict) -> str:
+    """The training run made to fail: the smallest D, which the embedding (it reads the
+    largest model at the largest D) does not need."""
+    model = next(iter(config["models"]))
+    return f"runs/{model}/D{min(config['data_tokens'])}/s{config['seeds'][0]}"
 
 
 def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
@@ -90,7 +97,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def _failing_idscaling(bin_dir: Path) -> Path:
+def _failing_idscaling(bin_dir: Path, failing_run: str) -> Path:
     """A stand-in `idscaling` that breaks one training run and passes the rest through."""
     bin_dir.mkdir()
     real = shutil.which("idscaling", path=str(Path(sys.executable).parent))
@@ -99,9 +106,9 @@ def _failing_idscaling(bin_dir: Path) -> Path:
     shim.write_text(f"""#!/bin/sh
 # Injected by tests/test_slurm.py: the job dies after writing part of its output.
 case "$*" in
-  *"{FAILING_RUN}"*)
+  *"{failing_run}"*)
     if [ "$1" = train ]; then
-      run_dir=$(printf '%s\\n' "$@" | grep '{FAILING_RUN}' | head -n1)
+      run_dir=$(printf '%s\\n' "$@" | grep '{failing_run}' | head -n1)
       mkdir -p "$run_dir" && printf '{{"best_val_' > "$run_dir/metrics.json"
       echo "injected failure in $run_dir" >&2
       exit 3
@@ -147,7 +154,8 @@ def runs(slurm_cluster, tmp_path_factory):
     cluster = copy_workflow(tmp_path_factory.mktemp("cluster"))
     write_config(local / CONFIG, config)
     write_config(cluster / CONFIG, config)
-    shim = _failing_idscaling(tmp_path_factory.mktemp("shim") / "bin")
+    failing_run = _failing_run(config)
+    shim = _failing_idscaling(tmp_path_factory.mktemp("shim") / "bin", failing_run)
 
     # The local reference runs beside the first cluster run: the cluster run spends much
     # of its time waiting for the queue, and the two share this machine's cores.
@@ -164,7 +172,8 @@ def runs(slurm_cluster, tmp_path_factory):
     second = _run(_snakemake_cmd(cluster, "--profile", "profiles/slurm", *CLUSTER_ARGS),
                   cluster, _env())
     second = Run(second, slurm_cluster["jobcomp"], time.monotonic() - started)
-    return {"local": local, "cluster": cluster, "config": config, "first": first,
+    return {"local": local, "cluster": cluster, "config": config, "failing_run": failing_run,
+            "first": first,
             "second": second, "bring_up_s": slurm_cluster["bring_up_s"]}
 
 
@@ -175,10 +184,10 @@ def test_failed_job_is_reported_and_the_others_finish(runs):
     assert [rule for rule, _ in first.failed] == ["train"], first.describe()
     failed_id = first.failed[0][1]
     assert first.cluster[failed_id]["JobState"] == "FAILED"
-    assert FAILING_RUN in first.text
+    assert runs["failing_run"] in first.text
     # Nothing of the failed job is left, not even the half file it wrote.
     corpus = next(iter(runs["config"]["corpora"]))
-    run_dir = cluster / "results" / corpus / FAILING_RUN
+    run_dir = cluster / "results" / corpus / runs["failing_run"]
     for name in ["metrics.json", "history.csv", "model.safetensors", "config.json"]:
         assert not (run_dir / name).exists(), f"{name} of the failed job was left behind"
     # --keep-going: every job that does not need the failed one still ran and succeeded.

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from idscaling import plots
 from idscaling.errors import DataError
 from idscaling.io import atomic_path, write_text
 from idscaling.laws import JointLaw, PowerLaw, fit_joint_law, fit_power_law
@@ -74,15 +73,15 @@ HISTORY_REQUIRED = ["step", "tokens", "train_loss", "val_loss"]
 def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir: Path, *,
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
              reference: dict | None = None, corpora: dict | None = None,
-             loss_column: str = "best_val_loss") -> dict:
+             loss_column: str = "best_val_loss", draw: bool = True) -> dict:
     """Fit every law of every corpus, predict exponents from the IDs, draw and summarise.
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
     out_dir/figures/{data_scaling, model_scaling, exponents, id_vs_k, id_vs_layer,
     training_curves}.png, plus figures/latent_dim.png when `corpora` (the config's
     mapping) has corpora with a `latent_dim`. `reference` picks the ID that laws.csv and
-    the summary use (default mle, k=20, batched, last layer). Returns the paths written
-    and the tables.
+    the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
+    figures (tables only). Returns the paths written and the tables.
     """
     out_dir = Path(out_dir)
     reference = {**DEFAULT_REFERENCE, **(reference or {})}
@@ -100,7 +99,19 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     _write_csv(laws, paths["laws"])
     _write_csv(predictions, paths["predictions"])
 
-    fig_dir = out_dir / "figures"
+    figures = _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness,
+                    out_dir / "figures") if draw else {}
+    write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
+                                                  bootstrap=bootstrap, reference=reference,
+                                                  loss_column=loss_column))
+    log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
+    return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
+
+
+def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, fig_dir):
+    """Every figure of the stage; {name: path}."""
+    from idscaling import plots   # seaborn is slow to import: only when drawing
+
     figures = {
         "data_scaling": plots.plot_data_scaling(losses, fits, fig_dir / "data_scaling.png"),
         "model_scaling": plots.plot_model_scaling(losses, fits, fig_dir / "model_scaling.png"),
@@ -115,11 +126,7 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     if latent:
         figures["latent_dim"] = plots.plot_latent_dim(
             latent, predictions, smoothness, fig_dir / "latent_dim.png")
-    write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
-                                                  bootstrap=bootstrap, reference=reference,
-                                                  loss_column=loss_column))
-    log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
-    return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
+    return figures
 
 
 # ---------------------------------------------------------------------------------------
@@ -465,7 +472,13 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
                 "implied_smoothness": s, "implied_smoothness_ci_low": s_lo,
                 "implied_smoothness_ci_high": s_hi, "verdict": v, "reason": "; ".join(reasons),
             })
-    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    table = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    if table.empty:     # keep the column types that readers and figures expect
+        text = {"corpus", "embedder", "estimator", "protocol", "metric", "verdict", "reason",
+                "observed_alpha_D_source", "observed_alpha_N_source"}
+        table = table.astype({c: object if c in text else bool if c == "is_reference"
+                              else float for c in PREDICTION_COLUMNS})
+    return table
 
 
 # ---------------------------------------------------------------------------------------

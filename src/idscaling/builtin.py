@@ -6,6 +6,13 @@
   shows), then, per stdlib module, its docstrings.
 - ``synthetic``: documents with a known latent dimension, from ``idscaling.synthetic``.
 
+``python-docs`` takes one option, ``docstrings``: ``all`` (the default: a module's
+docstring, then those of its classes and functions in source order, one document per
+module) or ``module`` (the module docstring only). With ``module`` the corpus is small,
+about 0.7 M characters on CPython 3.11 (some 170k BPE tokens); ``all`` gives 2.1 M
+characters, enough for a D grid up to a few hundred thousand tokens. ``python-stdlib``
+is 9.9 M characters (579 files) there.
+
 Both Python corpora are deterministic: files are sorted by their path relative to the
 stdlib root, and docstrings are read with ``ast`` (no module is imported, so nothing runs
 and nothing depends on which optional C extensions this build has). They change only
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -62,13 +70,15 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"builtin corpus: the Python standard library is not at {root}")
     files = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root)
-        if any(part in EXCLUDED_DIRS or part.startswith("config-") for part in rel.parts[:-1]):
-            continue
-        if rel.name.startswith("_sysconfigdata") or not path.is_file():
-            continue
-        files.append(rel)
+    # os.walk lets us prune excluded trees (site-packages can hold 10x the stdlib).
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames
+                       if d not in EXCLUDED_DIRS and not d.startswith("config-")]
+        rel_dir = Path(dirpath).relative_to(root)
+        for filename in filenames:
+            if (filename.endswith(".py") and not filename.startswith("_sysconfigdata")
+                    and (Path(dirpath) / filename).is_file()):
+                files.append(rel_dir / filename)
     # Sort on the POSIX form so that the order is the same on every OS and filesystem.
     files.sort(key=lambda rel: rel.as_posix())
     return [root / rel for rel in files]

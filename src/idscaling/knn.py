@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 GROUP = 16  # columns reduced by one max before topk; blocks are padded to a multiple
 _BIG = 1.0e30  # score of padding rows: below any real score, finite so 0 * _BIG is 0
 _U32 = 2.0**-24  # unit roundoff of fp32
-_EXACT_BYTES = 64 * 2**20  # working set of one float64 re-measuring chunk
+_EXACT_BYTES = {"cpu": 64 * 2**20, "cuda": 2**30}  # float64 re-measuring working set
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -234,6 +234,9 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
     starts = list(range(0, n_pad, block))
     pairs = [(i0, j0) for i0 in starts for j0 in starts if j0 >= i0]
     seen = set()  # row blocks whose lists hold scores already
+    # The fold is many small ops: on a CPU, OpenMP's fork/join per op costs more than it
+    # gains (and spins badly when cores are shared), so it runs on one thread.
+    fold_threads = (lambda: torch_threads(1)) if dev.type == "cpu" else contextlib.nullcontext
     bar = tqdm(pairs, desc="knn blocks", unit="block", leave=False,
                disable=not progress or len(pairs) < 4)
     for i0, j0 in bar:
@@ -241,11 +244,12 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
         S = A[i0:i1] @ A[j0:j1][:, perm].T
         if i0 == j0:
             S.fill_diagonal_(-math.inf)
-        _fold(best_s, best_i, i0, S, j0, c, fresh=i0 not in seen)
-        seen.add(i0)
-        if i0 != j0:  # the same block read down its columns serves rows j0:j1
-            _fold(best_s, best_i, j0, S.T, i0, c, fresh=j0 not in seen)
-            seen.add(j0)
+        with fold_threads():
+            _fold(best_s, best_i, i0, S, j0, c, fresh=i0 not in seen, down=False)
+            seen.add(i0)
+            if i0 != j0:  # the same block read down its columns serves rows j0:j1
+                _fold(best_s, best_i, j0, S, i0, c, fresh=j0 not in seen, down=True)
+                seen.add(j0)
     bar.close()
     del A
     cand = best_i[:n]
@@ -269,41 +273,48 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
 
 
 def _fold(best_s: torch.Tensor, best_i: torch.Tensor, r0: int, S: torch.Tensor,
-          col0: int, c: int, fresh: bool) -> None:
-    """Fold the block of scores S (rows r0.., columns col0..) into the running top-c
-    lists of its rows.
+          col0: int, c: int, fresh: bool, down: bool) -> None:
+    """Fold a contiguous block of scores into the running top-c lists of rows r0.. .
 
-    Columns are reduced first by a max over strided groups of GROUP columns (a group
-    holds columns g, g + w, g + 2w, ... for w = m / GROUP, so the max runs over
-    contiguous memory). For rows that hold no scores yet, the top-c scores lie in the c
-    groups with the largest maxima. Otherwise only groups whose max beats the row's
-    current c-th best score can change its list; after the first few blocks those are
-    few, so they are picked out sparsely and `topk` never sees the whole block.
+    down=False: S's rows are those rows and its columns are points col0.. ; down=True:
+    S's columns are the rows and its rows are the points (S read as S.T, never copied).
+
+    Points are reduced first by a max over strided groups of GROUP (group g holds points
+    g, g + w, g + 2w, ... for w = points / GROUP, so the max runs over contiguous
+    memory). For rows that hold no scores yet, the top-c scores lie in the c groups with
+    the largest maxima. Otherwise only groups whose max beats the row's current c-th best
+    score can change its list; after the first few blocks those are few, so they are
+    picked out sparsely and no selection ever runs over the whole block.
     """
-    r, m = S.shape
+    r, m = (S.shape[1], S.shape[0]) if down else S.shape  # rows to update, points
     w = m // GROUP
-    if S.is_contiguous():
+    if down:
+        M = S.reshape(GROUP, w, r).amax(dim=0).T.contiguous()
+        row_step, point_step = 1, r  # flat index of (row a, point p) in S: p * r + a
+    else:
         M = S.reshape(r, GROUP, w).amax(dim=1)
-    else:  # S is the transpose of a contiguous block: reduce that block over its rows
-        M = S.T.reshape(GROUP, w, r).amax(dim=0).T
-    offs = torch.arange(GROUP, device=S.device) * w
+        row_step, point_step = m, 1
+    flat_S = S.view(-1)
+    offs = torch.arange(GROUP, device=S.device) * (w * point_step)
     if fresh:
         groups = _largest(M, min(c, w))  # (r, c) group ids
-        cols = (groups.unsqueeze(2) + offs).reshape(r, -1)
-        vals = S.gather(1, cols)
-        pos = _largest(vals, min(c, cols.shape[1]))
-        rows = torch.arange(r0, r0 + r, device=S.device)
-        _merge(best_s, best_i, rows, vals.gather(1, pos), cols.gather(1, pos) + col0, c)
+        a = torch.arange(r, device=S.device).unsqueeze(1)
+        flat = ((a * row_step + groups * point_step).unsqueeze(2) + offs).reshape(r, -1)
+        vals = flat_S.take(flat)
+        pos = _largest(vals, min(c, flat.shape[1]))
+        points = (flat.gather(1, pos) - a * row_step) // point_step
+        _merge(best_s, best_i, a.squeeze(1) + r0, vals.gather(1, pos), points + col0, c)
         return
-    tau = best_s[r0:r0 + r].amin(dim=1, keepdim=True)  # each row's current c-th best
-    hit_r, hit_g = torch.nonzero(M > tau, as_tuple=True)
+    tau = best_s[r0:r0 + r].amin(dim=1)  # each row's current c-th best score
+    hit_r, hit_g = torch.nonzero(M > tau.unsqueeze(1), as_tuple=True)
     if len(hit_r) == 0:
         return
-    cols = hit_g.unsqueeze(1) + offs  # (hits, GROUP)
-    vals = S[hit_r.unsqueeze(1), cols]
-    keep = vals > tau[hit_r]
-    rr = hit_r.unsqueeze(1).expand_as(cols)[keep]  # row-major order: rows ascending
-    cc, vv = cols[keep], vals[keep]
+    flat = (hit_r * row_step + hit_g * point_step).unsqueeze(1) + offs  # (hits, GROUP)
+    vals = flat_S.take(flat)
+    keep = torch.nonzero((vals > tau[hit_r].unsqueeze(1)).view(-1)).squeeze(1)
+    rr = hit_r[keep // GROUP]  # ascending: nonzero walks rows in order
+    vv = vals.view(-1)[keep]
+    pp = (flat.view(-1)[keep] - rr * row_step) // point_step
     # Lay the new scores out densely, one padded row per touched row, then merge.
     urows, counts = torch.unique_consecutive(rr, return_counts=True)
     first = torch.cumsum(counts, 0) - counts
@@ -313,7 +324,7 @@ def _fold(best_s: torch.Tensor, best_i: torch.Tensor, r0: int, S: torch.Tensor,
     P = torch.full((len(urows), width), -math.inf, dtype=S.dtype, device=S.device)
     Pi = torch.full((len(urows), width), -1, dtype=torch.int64, device=S.device)
     P[row_pos, slot] = vv
-    Pi[row_pos, slot] = cc + col0
+    Pi[row_pos, slot] = pp + col0
     _merge(best_s, best_i, urows + r0, P, Pi, c)
 
 
@@ -345,7 +356,7 @@ def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int,
     nearest, ascending. `rows` gives the query rows of `cand` (default: all, in order)."""
     n_q, c = cand.shape
     d2 = torch.empty((n_q, c), dtype=torch.float64, device=X.device)
-    step = max(1, _EXACT_BYTES // (8 * c * X.shape[1]))
+    step = max(1, _EXACT_BYTES.get(X.device.type, 2**26) // (8 * c * X.shape[1]))
     for s in range(0, n_q, step):
         q = X[s:s + step] if rows is None else X[rows[s:s + step]]
         diff = X[cand[s:s + step]].to(torch.float64)  # fp32 - fp32 is exact in float64

@@ -152,7 +152,7 @@ def fit_power_law(x, y, offset: bool = True, bootstrap: int = 0, seed=0, *,
         best = _ols(z, logy, np.ones((1, len(x))))[0]
         refit = lambda W: _ols(z, logy, W)  # noqa: E731
     exponent, coef, E = map(float, _params_1d(best[None], center, offset)[0])
-    bad = _bad_exponents([exponent], ["exponent"])
+    bad = _bad_exponents([exponent], ["α"])
     if bad:
         return _failed_power(bad, form, len(x), n_sizes)
     rmse = _rmse(logy, np.log(E + coef * x ** (-exponent)))
@@ -191,7 +191,7 @@ def fit_joint_law(N, D, L, bootstrap: int = 0, seed=0, *, delta: float = HUBER_D
     problem = _Problem(Z=np.stack([zN, zD]), logy=logy, delta=delta)
     best, finalists = _fit_data(problem, _grid_joint(zN, zD, L), max_iter)
     E, A, alpha, B, beta = map(float, _params_joint(best[None], cN, cD)[0])
-    bad = _bad_exponents([alpha, beta], ["alpha (model)", "beta (data)"])
+    bad = _bad_exponents([alpha, beta], ["α (model)", "β (data)"])
     if bad:
         return _failed_joint(bad, n)
     rmse = _rmse(logy, np.log(E + A * N ** (-alpha) + B * D ** (-beta)))
@@ -387,25 +387,43 @@ class _Problem:
         self.K = Z.shape[0]
 
     def __call__(self, theta, W):
-        K, Z, d = self.K, self.Z, self.delta
-        c, a, e = theta[:, 0:2 * K:2], theta[:, 1:2 * K:2], theta[:, -1]
+        """(f, g): the weighted Huber loss of each row of theta and its gradient."""
+        K, Z = self.K, self.Z
+        c, a, e = theta[:, 0:2 * K:2], theta[:, 1:2 * K:2], theta[:, -1:]
+        # Each power-law term relative to the offset term: L̂ = E·(1 + Σ_k U_k). This
+        # skips the max-subtraction of a textbook log-sum-exp; rows where it overflows
+        # take that stable path instead.
+        with np.errstate(over="ignore", invalid="ignore"):
+            U = np.exp((c - e)[:, :, None] - a[:, :, None] * Z[None])
+            s = 1.0 + U.sum(1)
+            lse = e + np.log(s)
+            U /= s[:, None]                      # softmax weight of each power-law term
+            P0 = 1.0 / s                         # ... and of the offset term
+        bad = ~np.isfinite(lse).all(1)
+        if bad.any():
+            lse[bad], U[bad], P0[bad] = self._stable(theta[bad])
+        r = self.logy - lse
+        psi = np.clip(r, -self.delta, self.delta)           # dHuber/dr
+        f = (W * psi * (r - 0.5 * psi)).sum(1)              # Huber(r), written through psi
+        wpsi = W * psi
+        G = wpsi[:, None] * U
+        g = np.empty_like(theta)
+        g[:, 0:2 * K:2] = -G.sum(2)                         # d lse/d c_k = P_k
+        g[:, 1:2 * K:2] = np.einsum("bkn,kn->bk", G, Z)     # d lse/d α_k = -z_k P_k
+        g[:, -1] = -(wpsi * P0).sum(1)                      # d lse/d e = P_offset
+        return f, g
+
+    def _stable(self, theta):
+        """(lse, P_terms, P_offset) by the max-subtracted log-sum-exp."""
+        K, Z = self.K, self.Z
         T = np.empty((theta.shape[0], K + 1, Z.shape[1]))
-        T[:, :K] = c[:, :, None] - a[:, :, None] * Z[None]
-        T[:, K] = e[:, None]
+        T[:, :K] = theta[:, 0:2 * K:2, None] - theta[:, 1:2 * K:2, None] * Z[None]
+        T[:, K] = theta[:, -1:]
         m = T.max(1)
         P = np.exp(T - m[:, None])
         s = P.sum(1)
         P /= s[:, None]
-        r = self.logy - (m + np.log(s))
-        absr = np.abs(r)
-        f = (W * np.where(absr <= d, 0.5 * r * r, d * (absr - 0.5 * d))).sum(1)
-        psi = W * np.clip(r, -d, d)               # dHuber/dr, weighted
-        g = np.empty_like(theta)
-        PK = psi[:, None] * P[:, :K]              # d lse / d c_k = P_k
-        g[:, 0:2 * K:2] = -PK.sum(2)
-        g[:, 1:2 * K:2] = (PK * Z[None]).sum(2)   # d lse / d α_k = -P_k z_k
-        g[:, -1] = -(psi * P[:, K]).sum(1)
-        return f, g
+        return m + np.log(s), P[:, :K], P[:, K]
 
 
 def _fit_data(problem, grid, max_iter, keep=8):

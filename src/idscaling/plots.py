@@ -391,13 +391,13 @@ def plot_latent_dim(latent: dict, predictions: pd.DataFrame, smoothness: float,
         ax_exp.errorbar(r["d"], r["observed_alpha_D"], capsize=3, color="tab:red", marker="o",
                         yerr=_err(r["observed_alpha_D"], r["observed_alpha_D_ci_low"],
                                   r["observed_alpha_D_ci_high"]))
-    ax_exp.plot([], [], color="tab:red", marker="o", ls="none", label="observed α_D (95% CI)")
+    ax_exp.plot([], [], color="tab:red", marker="o", ls="none", label=r"observed $\alpha_D$ (95% CI)")
     ax_exp.scatter(obs["d"], obs["predicted_alpha_D"], facecolor="none", edgecolor="tab:blue",
                    s=40, label="predicted from the estimated ID", zorder=3)
     no_obs = sorted(set(latent) - set(has["corpus"]))
     if no_obs:
         notes_exp.append("no observed α_D for " + ", ".join(no_obs))
-    ax_exp.set(xlabel="latent dimension d (known)", ylabel="data exponent α_D",
+    ax_exp.set(xlabel="latent dimension d (known)", ylabel=r"data exponent $\alpha_D$",
                title="Data exponent against known dimension")
     _legend(ax_exp, notes_exp)
     fig.suptitle("Synthetic corpora of known dimension")

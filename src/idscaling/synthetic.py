@@ -205,14 +205,19 @@ class LatentMarkovSource:
 
     def sample(self, n_docs: int, *, progress: bool = True) -> SyntheticSample:
         """The first n_docs documents of this source, as symbols and latents."""
+        blocks = list(self.iter_blocks(n_docs, progress=progress))
+        return SyntheticSample(symbols=np.concatenate([b.symbols for b in blocks]),
+                               latents=np.concatenate([b.latents for b in blocks]))
+
+    def iter_blocks(self, n_docs: int, *, progress: bool = True):
+        """The first n_docs documents, block by block (so memory stays one block)."""
         n_docs = _check_int("n_docs", n_docs, 1)
         n_blocks = -(-n_docs // BLOCK_DOCS)
-        blocks = [self._sample_block(k) for k in
-                  tqdm(range(n_blocks), desc="synthetic docs", unit="block",
-                       disable=not progress or n_blocks < 2)]
-        symbols = np.concatenate([b.symbols for b in blocks])[:n_docs]
-        latents = np.concatenate([b.latents for b in blocks])[:n_docs]
-        return SyntheticSample(symbols=symbols, latents=latents)
+        for k in tqdm(range(n_blocks), desc="synthetic docs", unit="block",
+                      disable=not progress or n_blocks < 2):
+            block = self._sample_block(k)
+            keep = min(BLOCK_DOCS, n_docs - k * BLOCK_DOCS)
+            yield SyntheticSample(symbols=block.symbols[:keep], latents=block.latents[:keep])
 
     def render(self, symbols: np.ndarray) -> list[str]:
         """One text a row: the symbols' words, separated by single spaces."""
@@ -233,7 +238,7 @@ class LatentMarkovSource:
         markov_logits = self.markov * self.U
         markov_weights = np.exp(markov_logits - markov_logits.max(axis=1, keepdims=True))
 
-        symbols = np.empty((n, T), dtype=np.int64)
+        symbols = np.empty((n, T), dtype=np.int16)  # vocab <= 676
         weights = z_weights
         for t in range(T):
             cdf = np.cumsum(weights, axis=1)
@@ -259,12 +264,13 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
     """
     source = LatentMarkovSource(latent_dim, seed=seed, vocab=vocab, doc_tokens=doc_tokens,
                                 noise=noise, manifold=manifold, **options)
-    sample = source.sample(n_docs, progress=progress)
+    docs = [text for block in source.iter_blocks(n_docs, progress=progress)
+            for text in source.render(block.symbols)]
     log.info("synthetic corpus: %d documents x %d symbols, latent_dim=%d on a %s, "
              "vocab=%d, noise=%g, signal=%g, markov=%g, harmonics=%d, seed=%d",
              n_docs, source.doc_tokens, source.latent_dim, source.manifold, source.vocab,
              source.noise, source.signal, source.markov, source.harmonics, source.seed)
-    return source.render(sample.symbols)
+    return docs
 
 
 def symbol_words(vocab: int) -> list[str]:

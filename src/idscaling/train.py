@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import math
+import numbers
 import os
 import sys
 import time
@@ -120,6 +121,16 @@ class TrainSettings:
                 raise ConfigError(
                     f"train.micro_batch_size ({mb}) must divide train.batch_size ({self.batch_size})"
                 )
+        for key in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "dropout"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ConfigError(f"train.{key} must be a number, got {v!r}")
+        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0):
+            raise ConfigError(f"train.peak_flops must be a positive number or null, got {self.peak_flops!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile must be true or false, got {self.compile!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -313,6 +324,15 @@ class RunState:
     timed_tokens: int = 0  # tokens and seconds of the steady part, for tokens/s
     timed_s: float = 0.0
 
+    def record_eval(self, step: int, val_loss: float, patience: int) -> bool:
+        """Note an evaluation; True if it exhausts the early-stopping patience."""
+        self.final_val_loss = val_loss
+        if self.best_val_loss is None or val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_step, self.bad_evals = val_loss, step, 0
+            return False
+        self.bad_evals += 1
+        return bool(patience) and self.bad_evals >= patience
+
     def add_row(self, step: int, tokens: int, lr: float, val_loss: float | None) -> None:
         losses = self.step_losses[self.last_row_step : step]
         row = (step, tokens, lr, float(np.mean(losses)) if losses else None, val_loss, self.elapsed_s)
@@ -409,7 +429,12 @@ def train_run(
     for key in ("n_layer", "n_embd", "n_head"):
         if key not in model:
             raise ConfigError(f"models: the model shape lacks {key!r} (got {sorted(model)})")
-    if not isinstance(tokens, int) or tokens < s.context + 1 or tokens > meta["train_tokens"]:
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(tokens, numbers.Integral):
+        raise ConfigError(f"tokens (D) must be an integer, got {tokens!r}")
+    tokens, seed = int(tokens), int(seed)
+    if tokens < s.context + 1 or tokens > meta["train_tokens"]:
         raise DataError(
             f"tokens (D) = {tokens} must lie between context + 1 = {s.context + 1} and the "
             f"{meta['train_tokens']} tokens of {train_bin}"
@@ -438,20 +463,7 @@ def train_run(
 def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed, s,
            threads, device_arg, device_type, device_why, dist, step_callback) -> dict:
     session_start = time.perf_counter()
-    # ----------------------------------------------------------- device, precision
-    if device_type == "cuda":
-        if dist.world_size > 1:
-            dev = torch.device("cuda", dist.local_rank)  # torchrun: one GPU per local rank
-        else:
-            dev = torch.device("cuda", torch.device(device_arg or "cuda").index or 0)
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs in fp32
-        device_name = torch.cuda.get_device_name(dev)
-    else:
-        dev = torch.device("cpu")
-        device_name = "cpu"
-    if threads:
-        per_rank = max(1, threads // dist.world_size) if device_type == "cpu" else threads
-        torch.set_num_threads(per_rank)
+    dev, device_name = _setup_device(device_type, device_arg, dist, threads)
     precision, precision_why = choose_precision(s.precision, device_type)
     use_compile = s.compile and device_type == "cuda"
     if dist.is_main:
@@ -460,68 +472,25 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         log.info("threads: %d; world size: %d", torch.get_num_threads(), dist.world_size)
         if s.compile and not use_compile:
             log.warning("train.compile is true but the device is CPU: torch.compile is used on CUDA only")
-
-    # -------------------------------------------------------------- batch geometry
-    if s.batch_size % dist.world_size:
-        raise ConfigError(f"train.batch_size ({s.batch_size}) must divide over {dist.world_size} ranks")
-    rank_batch = s.batch_size // dist.world_size
-    micro = min(s.micro_batch_size or rank_batch, rank_batch)
-    if rank_batch % micro:
-        raise ConfigError(
-            f"train.micro_batch_size ({micro}) must divide the per-rank batch ({rank_batch} = "
-            f"batch_size {s.batch_size} / {dist.world_size} ranks)"
-        )
-    accum = rank_batch // micro
+    rank_batch, micro, accum = _batch_geometry(s, dist.world_size)
     batch_tokens = s.batch_size * s.context
 
-    # ------------------------------------------------------------------------ data
     dtype = meta["dtype"]
     train_data = open_tokens(train_bin, dtype, meta["train_tokens"], meta["vocab_size"], tokens)
     val_data = open_tokens(val_bin, dtype, meta["val_tokens"], meta["vocab_size"], meta["val_tokens"])
     val_starts = val_window_starts(len(val_data), s.context, s.eval_tokens, s.val_seed)
 
-    # ---------------------------------------------------------------- model, optimiser
     torch.manual_seed(seed)  # the same initial weights on every rank
     raw_model = GPT(model_cfg).to(dev)
-    decay = [p for p in raw_model.parameters() if p.dim() >= 2]  # matrices and embeddings
-    no_decay = [p for p in raw_model.parameters() if p.dim() < 2]  # biases and LayerNorm gains
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=s.lr, betas=(s.beta1, s.beta2), fused=device_type == "cuda",
-    )
+    optimizer = _make_optimizer(raw_model, s, fused=device_type == "cuda")
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     signature = run_signature(model_cfg, tokens, seed, s, meta)
-    state = RunState()
-
-    # ---------------------------------------------------------------------- resume
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
-    resumed_from = None
     if dist.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(run_dir, ckpt_dir)
-    if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, dev)
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("signature") != signature:
-            if dist.is_main:
-                log.warning("checkpoint %s belongs to another configuration of this run; starting afresh "
-                            "(it will be overwritten)", ckpt_path)
-        else:
-            if ckpt.get("world_size") != dist.world_size and dist.is_main:
-                log.warning("checkpoint %s was written with %s ranks, this run has %d: the rest of the run "
-                            "draws other windows than an uninterrupted one would", ckpt_path,
-                            ckpt.get("world_size"), dist.world_size)
-            raw_model.load_state_dict(ckpt["model"])
-            state = RunState(**ckpt["state"])
-            if not state.done:
-                optimizer.load_state_dict(ckpt["optimizer"])
-                if scaler is not None and ckpt.get("scaler") is not None:
-                    scaler.load_state_dict(ckpt["scaler"])
-            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            resumed_from = state.step
-            if dist.is_main:
-                log.info("resuming from checkpoint %s at step %d%s", ckpt_path, state.step,
-                         " (the run had finished: rewriting its outputs)" if state.done else "")
-        del ckpt
+    state = _resume(ckpt_path, signature, raw_model, optimizer, scaler, dev, dist)
+    resumed_from = state.step or None  # a fresh state is at step 0
 
     params, params_nonembed = raw_model.num_params(), raw_model.num_params(non_embedding=True)
     if dist.is_main and resumed_from is None:
@@ -541,24 +510,17 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         if dist.is_main:
             log.info("compiling the model with torch.compile")
         model = torch.compile(model)
-    eval_model = model
+    eval_model = model  # evaluation needs no gradient all-reduce
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[dev.index] if device_type == "cuda" else None)
 
-    def checkpoint() -> None:
-        if dist.is_main:
-            save_checkpoint(ckpt_path, model=raw_model, optimizer=optimizer, scaler=scaler,
-                            state=state, signature=signature, world_size=dist.world_size)
-
-    # ----------------------------------------------------------------- the loop
-    flops_per_token = raw_model.flops_per_token()
-    session_timed_steps = 0
+    session_steps = 0
+    elapsed_base = state.elapsed_s
     bar = tqdm(total=s.max_steps, initial=state.step, disable=not dist.is_main or state.done,
                file=sys.stderr, desc="/".join(run_dir.parts[-3:]), unit="step", mininterval=1.0,
                dynamic_ncols=True)
-    elapsed_base = state.elapsed_s
     model.train()
     while not state.done:
         step = state.step  # 0-based index of the step about to run
@@ -569,42 +531,22 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         # dropout masks keyed by (seed, rank, step), like the windows
         torch.manual_seed(int(np.random.SeedSequence([seed, dist.rank, step, 1]).generate_state(1)[0]))
         starts = train_window_starts(seed, dist.rank, step, rank_batch, tokens, s.context)
-        loss_sum = torch.zeros((), device=dev)
-        for m in range(accum):
-            x, y = get_windows(train_data, starts[m * micro : (m + 1) * micro], s.context, dev)
-            if dist.world_size > 1:
-                model.require_backward_grad_sync = m == accum - 1  # all-reduce once per step
-            with autocast(precision, device_type):
-                _, loss = model(x, y)
-            loss_sum += loss.detach()
-            loss = loss / accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        if dist.world_size > 1:
-            torch_dist.all_reduce(loss_sum, op=torch_dist.ReduceOp.AVG)
-        train_loss = loss_sum.item() / accum  # a sync point: keeps step times honest
+        train_loss = _forward_backward(model, train_data, starts, micro, s.context, dev, precision,
+                                       scaler, dist)
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"run {run_dir}: the training loss is {train_loss} at step {step + 1}; stopping "
                 f"without writing metrics (lower train.lr or raise train.warmup_steps)"
             )
-        if s.grad_clip > 0:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), s.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _optimizer_step(raw_model, optimizer, scaler, s.grad_clip)
         # no sync here: the next step's loss.item() waits for this optimiser step, so the
         # steady-state sum of step times is still the wall time, and the GPU stays busy
         step_s = time.perf_counter() - t0
 
         state.step = step = step + 1
         state.step_losses.append(train_loss)
-        session_timed_steps += 1
-        if session_timed_steps > TIMING_WARMUP_STEPS:
+        session_steps += 1
+        if session_steps > TIMING_WARMUP_STEPS:
             state.timed_tokens += batch_tokens
             state.timed_s += step_s
 
@@ -615,23 +557,19 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
             if not math.isfinite(val_loss):
                 raise TrainingError(f"run {run_dir}: the validation loss is {val_loss} at step {step}; "
                                     f"stopping without writing metrics")
-            state.final_val_loss = val_loss
-            if state.best_val_loss is None or val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_step, state.bad_evals = val_loss, step, 0
-            else:
-                state.bad_evals += 1
-                if s.early_stop_patience and state.bad_evals >= s.early_stop_patience and not last:
-                    state.stopped_early = True
-                    if dist.is_main:
-                        log.info("early stop at step %d: %d evaluations without improvement on the best "
-                                 "val loss %.4f (step %d)", step, state.bad_evals, state.best_val_loss,
-                                 state.best_step)
+            if state.record_eval(step, val_loss, s.early_stop_patience) and not last:
+                state.stopped_early = True
+                if dist.is_main:
+                    log.info("early stop at step %d: %d evaluations without improvement on the best "
+                             "val loss %.4f (step %d)", step, state.bad_evals, state.best_val_loss,
+                             state.best_step)
         state.done = last or state.stopped_early
         state.elapsed_s = elapsed_base + time.perf_counter() - session_start
         if step % s.log_every == 0 or val_loss is not None or state.done:
             state.add_row(step, step * batch_tokens, lr, val_loss)
-        if step % s.checkpoint_every == 0 or state.done:
-            checkpoint()
+        if (step % s.checkpoint_every == 0 or state.done) and dist.is_main:
+            save_checkpoint(ckpt_path, model=raw_model, optimizer=optimizer, scaler=scaler,
+                            state=state, signature=signature, world_size=dist.world_size)
         if dist.is_main:
             tok_s = state.timed_tokens / state.timed_s if state.timed_s else batch_tokens / step_s
             postfix = {"loss": f"{train_loss:.3f}", "tok/s": f"{tok_s:,.0f}"}
@@ -643,13 +581,10 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
             step_callback(step)
     bar.close()
 
-    # ---------------------------------------------------------------- outputs
     metrics = _metrics(state, s, model_cfg, tokens, seed, batch_tokens, params, params_nonembed,
-                       device_type, device_name, precision, dist, flops_per_token, resumed_from)
+                       device_type, device_name, precision, dist, raw_model.flops_per_token(),
+                       resumed_from)
     if dist.is_main:
-        if state.timed_s == 0:
-            log.info("the run was too short to time past its first %d steps: tokens_per_s counts them",
-                     TIMING_WARMUP_STEPS)
         export_hf(raw_model, run_dir, eot_id=meta["eot_id"])
         write_text(run_dir / "history.csv", _history_csv(state.history))
         write_json(run_dir / "metrics.json", metrics)  # last: its presence means the run is complete
@@ -659,6 +594,106 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     if dist.world_size > 1:
         torch_dist.barrier()
     return metrics
+
+
+def _setup_device(device_type: str, device_arg: str | None, dist: Dist, threads: int | None):
+    """(torch.device, its name); TF32 on for CUDA, the thread count set."""
+    if device_type == "cuda":
+        if dist.world_size > 1:
+            dev = torch.device("cuda", dist.local_rank)  # torchrun: one GPU per local rank
+        else:
+            dev = torch.device("cuda", torch.device(device_arg or "cuda").index or 0)
+        torch.cuda.set_device(dev)
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for whatever runs in fp32
+        name = torch.cuda.get_device_name(dev)
+    else:
+        dev, name = torch.device("cpu"), "cpu"
+    if threads:
+        # CPU ranks of one job share its cores; a GPU rank's threads only feed its device
+        torch.set_num_threads(max(1, threads // dist.world_size) if device_type == "cpu" else threads)
+    return dev, name
+
+
+def _batch_geometry(s: TrainSettings, world_size: int) -> tuple[int, int, int]:
+    """(sequences per rank per step, sequences per forward, accumulation steps)."""
+    if s.batch_size % world_size:
+        raise ConfigError(f"train.batch_size ({s.batch_size}) must divide over {world_size} ranks")
+    rank_batch = s.batch_size // world_size
+    micro = min(s.micro_batch_size or rank_batch, rank_batch)
+    if rank_batch % micro:
+        raise ConfigError(
+            f"train.micro_batch_size ({micro}) must divide the per-rank batch ({rank_batch} = "
+            f"batch_size {s.batch_size} / {world_size} ranks)"
+        )
+    return rank_batch, micro, rank_batch // micro
+
+
+def _make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
+    # decay matrices and embeddings; biases and LayerNorm gains are left alone
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr, betas=(s.beta1, s.beta2), fused=fused,
+    )
+
+
+def _resume(ckpt_path: Path, signature: dict, model: GPT, optimizer, scaler, dev, dist: Dist) -> RunState:
+    """Load the last checkpoint into model and optimiser if it belongs to this run."""
+    if not ckpt_path.is_file():
+        return RunState()
+    ckpt = load_checkpoint(ckpt_path, dev)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("signature") != signature:
+        if dist.is_main:
+            log.warning("checkpoint %s belongs to another configuration of this run; starting afresh "
+                        "(it will be overwritten)", ckpt_path)
+        return RunState()
+    if ckpt.get("world_size") != dist.world_size and dist.is_main:
+        log.warning("checkpoint %s was written with %s ranks, this run has %d: the rest of the run "
+                    "draws other windows than an uninterrupted one would", ckpt_path,
+                    ckpt.get("world_size"), dist.world_size)
+    model.load_state_dict(ckpt["model"])
+    state = RunState(**ckpt["state"])
+    if not state.done:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler") is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    if dist.is_main:
+        log.info("resuming from checkpoint %s at step %d%s", ckpt_path, state.step,
+                 " (the run had finished: rewriting its outputs)" if state.done else "")
+    return state
+
+
+def _forward_backward(model, data, starts, micro, context, dev, precision, scaler, dist: Dist) -> float:
+    """Accumulate gradients over the step's micro-batches; return the mean loss (all ranks)."""
+    accum = len(starts) // micro
+    loss_sum = torch.zeros((), device=dev)
+    for m in range(accum):
+        x, y = get_windows(data, starts[m * micro : (m + 1) * micro], context, dev)
+        if dist.world_size > 1:
+            model.require_backward_grad_sync = m == accum - 1  # all-reduce once per step
+        with autocast(precision, dev.type):
+            _, loss = model(x, y)
+        loss_sum += loss.detach()
+        loss = loss / accum
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    if dist.world_size > 1:
+        torch_dist.all_reduce(loss_sum, op=torch_dist.ReduceOp.AVG)
+    return loss_sum.item() / accum  # a sync point: keeps step times honest
+
+
+def _optimizer_step(model: GPT, optimizer, scaler, grad_clip: float) -> None:
+    if grad_clip > 0:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ rule tokenize:
 rule subset:
     input:
         meta="results/{corpus}/tokens/meta.json",
+        train="results/{corpus}/tokens/train.bin",
     output:
         "results/{corpus}/tokens/subsets/D{tokens}.json",
     params:
