@@ -44,9 +44,60 @@ cluster_answers() {
   case "$(node_state)" in idle|mixed|allocated|completing) return 0 ;; *) return 1 ;; esac
 }
 
+# --- slurm.conf ------------------------------------------------------------------------
+host=$(hostname -s)
+cpus=${SLURM_UP_CPUS:-$(nproc)}
+[ "$cpus" -ge 2 ] || cpus=2
+# Offer 90% of the machine's memory so that a job's --mem is checked against something real.
+mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+
+conf=$(cat <<EOF
+# Written by .ci/slurm-up.sh: a one-node test cluster on loopback.
+ClusterName=idscaling-ci
+SlurmctldHost=${host}(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=${LOG_DIR}/slurmctld.log
+SlurmdLogFile=${LOG_DIR}/slurmd.log
+# No cgroups in a container: track processes by parent id, bind nothing.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+ReturnToService=2
+# CPUs and memory are consumable, so jobs run side by side up to the node's size.
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+SlurmdParameters=config_overrides
+# No accounting database: sacct cannot answer, so the workflow polls squeue; finished
+# jobs stay visible to squeue/scontrol for an hour, and every completion is logged.
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=${JOBCOMP_LOG}
+MinJobAge=3600
+# Answer quickly: the tests submit many short jobs.
+SchedulerParameters=sched_interval=5
+MessageTimeout=30
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+)
+
+# --- already up? ------------------------------------------------------------------------
 if cluster_answers && smoke_test; then
-  say "cluster already up (node $(node_state)); checked in $(elapsed) s"
-  exit 0
+  if [ -f "$CONF" ] && [ "$(cat "$CONF")" = "$conf" ]; then
+    say "cluster already up (node $(node_state)); checked in $(elapsed) s"
+    exit 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "a cluster is up (node $(node_state)), configured by someone else; using it"
+    exit 0
+  fi
+  say "cluster up with another configuration: rewriting it and restarting the daemons"
 fi
 
 [ "$(id -u)" -eq 0 ] || cannot "not root: cannot install or start SLURM (run this script as root)"
@@ -88,50 +139,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   munge -n | unmunge >/dev/null 2>&1 || die "munge does not answer (see /var/log/munge/munged.log)"
 fi
 
-# --- slurm.conf ------------------------------------------------------------------------
-host=$(hostname -s)
-cpus=${SLURM_UP_CPUS:-$(nproc)}
-[ "$cpus" -ge 2 ] || cpus=2
-# Offer 90% of the machine's memory so that a job's --mem is checked against something real.
-mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOG_DIR"
-
-conf=$(cat <<EOF
-# Written by .ci/slurm-up.sh: a one-node test cluster on loopback.
-ClusterName=idscaling-ci
-SlurmctldHost=${host}(127.0.0.1)
-SlurmUser=root
-AuthType=auth/munge
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=${LOG_DIR}/slurmctld.log
-SlurmdLogFile=${LOG_DIR}/slurmd.log
-# No cgroups in a container: track processes by parent id, bind nothing.
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=none
-ReturnToService=2
-# CPUs and memory are consumable, so jobs run side by side up to the node's size.
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU_Memory
-SlurmdParameters=config_overrides
-# No accounting database: sacct cannot answer, so the workflow polls squeue; finished
-# jobs stay visible to squeue/scontrol for an hour, and every completion is logged.
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=${JOBCOMP_LOG}
-MinJobAge=3600
-# Answer quickly: the tests submit many short jobs.
-SchedulerParameters=sched_interval=5
-MessageTimeout=30
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-EOF
-)
-
 conf_changed=""
 if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$conf" ]; then
   printf '%s\n' "$conf" > "$CONF"
@@ -144,7 +152,10 @@ running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 if [ -n "$conf_changed" ]; then
   # A changed configuration needs fresh daemons; stop only the ones this file names.
   for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
-    if running "$pidfile"; then kill "$(cat "$pidfile")"; sleep 1; fi
+    if running "$pidfile"; then
+      kill "$(cat "$pidfile")"
+      for _ in $(seq 100); do running "$pidfile" || break; sleep 0.1; done
+    fi
   done
 fi
 if ! running /run/slurmctld.pid; then

@@ -153,8 +153,9 @@ def main() -> None:
                     eng.append(engine(files, r, a, "cpu", "fp32")["tokens_per_s"])
             print(f"  repeat {r}: baseline (plain loop) {base[-1]:,.0f} tok/s, engine {eng[-1]:,.0f} tok/s")
         b, e = statistics.median(base), statistics.median(eng)
+        paired = statistics.median(x / y for x, y in zip(eng, base))
         print(f"median tokens/s: baseline (plain PyTorch loop) {b:,.0f}, engine {e:,.0f}, "
-              f"ratio engine/baseline {e / b:.2f}")
+              f"ratio engine/baseline {e / b:.2f} (median of per-repeat ratios {paired:.2f})")
 
         if cuda:
             for r in range(a.repeats):

@@ -14,8 +14,8 @@ from idscaling.errors import DataError
 
 # Chinchilla-like truth on a laptop scale: L = E + A/N^alpha + B/D^beta (nats)
 TRUTH = {"E": 2.0, "A": 25.0, "alpha": 0.3, "B": 115.0, "beta": 0.4}
-MODELS = {"xs": (1, 32), "s": (2, 64), "m": (3, 96), "l": (4, 128)}
-DATA = [25_000, 50_000, 100_000, 200_000, 400_000]
+MODELS = {"xs": (1, 32), "s": (2, 64), "m": (4, 128)}
+DATA = [25_000, 50_000, 100_000, 400_000]
 CONTRACT = ["corpus", "law", "fixed", "exponent", "exponent_ci_low", "exponent_ci_high",
             "offset_E", "coef", "n_points", "rmse_log", "id", "predicted_exponent",
             "predicted_ci_low", "predicted_ci_high"]
@@ -53,7 +53,8 @@ def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA,
     for c, corpus in enumerate(ids_for if ids_for is not None else corpora):
         for estimator in estimators:
             for protocol in ("batched", "full"):
-                for k in (10, 20):
+                # TwoNN looks at two neighbours only: its rows carry k = 2
+                for k in ((2,) if estimator == "twonn" else (10, 20)):
                     for layer in (0, 1, 2):
                         d = (8.0 + 4 * c) * (1 + 0.1 * layer) * (1 + 0.01 * k)
                         d *= 1.1 if estimator == "twonn" else 1.0
@@ -68,25 +69,29 @@ def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA,
 
 
 def _is_png(path: Path) -> bool:
-    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    png = b"\x89PNG\r\n\x1a\n"
+    return path.is_file() and path.read_bytes()[:8] == png and path.stat().st_size > 5000
 
 
 def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in")
     out = tmp_path / "results"
-    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1,
+    # "code" is taken for a synthetic corpus of known dimension: the latent_dim figure
+    corpora = {"code": {"source": "builtin", "name": "synthetic", "latent_dim": 4},
+               "prose": {"source": "builtin", "name": "python-docs"}}
+    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1, corpora=corpora,
                       reference={"estimator": "mle", "k": 20, "protocol": "batched",
                                  "layer": "last"})
-    for name in FIGURES:
+    for name in FIGURES + ["latent_dim"]:
         assert _is_png(out / "figures" / f"{name}.png"), name
-    assert not (out / "figures" / "latent_dim.png").exists()
+    assert set(result["figures"]) == set(FIGURES) | {"latent_dim"}
     assert not list(out.rglob("*.tmp"))
 
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     assert list(laws.columns[: len(CONTRACT)]) == CONTRACT
     assert list(laws.columns) == LAW_COLUMNS
-    # per corpus: 4 models x 2 forms + 5 data sizes x 2 forms + 1 joint
-    assert len(laws) == 2 * (4 * 2 + 5 * 2 + 1)
+    # per corpus: 3 models x 2 forms + 4 data sizes x 2 forms + 1 joint
+    assert len(laws) == 2 * (3 * 2 + 4 * 2 + 1)
     assert (laws["status"] == "ok").all(), laws.loc[laws["status"] != "ok", "reason"].tolist()
 
     joint = laws[laws["law"] == "joint"].set_index("corpus")
@@ -106,7 +111,8 @@ def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     assert set(laws["form"]) == {"offset", "pure"}
 
     preds = pd.read_csv(out / "predictions.csv", keep_default_na=False, na_values=[""])
-    assert len(preds) == 2 * 2 * 2 * 2 * 3        # corpora x estimators x protocols x k x layers
+    # corpora x protocols x layers x (two k for mle, one for twonn)
+    assert len(preds) == 2 * 2 * 3 * (2 + 1)
     ref = preds[preds["is_reference"]]
     assert sorted(ref["corpus"]) == ["code", "prose"]
     assert (ref["estimator"] == "mle").all() and (ref["k"] == 20).all()
@@ -122,6 +128,7 @@ def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     for corpus in ("code", "prose"):
         assert f"## {corpus}" in summary
     assert summary.count("**Verdict:") == 2
+    assert summary.count("| twonn | batched | 2 |") == 2     # the other estimator, at its k
     assert f"{2 / (2 + d_code):.3g}" in summary
     assert result["laws"] == out / "laws.csv"
 
@@ -131,9 +138,11 @@ def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in", corpora=("solo",),
                                          models={"xs": (1, 32)}, data=[1000, 2000])
     out = tmp_path / "results"
-    run_laws(losses, ids, histories, out, bootstrap=20)
+    run_laws(losses, ids, histories, out, bootstrap=20,
+             corpora={"solo": {"source": "builtin", "name": "python-docs"}})
     for name in FIGURES:
         assert _is_png(out / "figures" / f"{name}.png"), name
+    assert not (out / "figures" / "latent_dim.png").exists()   # no corpus of known d
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     assert (laws["status"] == "no_fit").all()
     assert laws["exponent"].isna().all()
@@ -144,21 +153,9 @@ def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
     assert "Verdict: none" in (out / "summary.md").read_text()
 
 
-def test_latent_dim_figure_only_for_corpora_of_known_dimension(tmp_path):
-    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("synth-d4", "synth-d8"),
-                                         models=dict(list(MODELS.items())[:3]),
-                                         data=DATA[:3])
-    corpora = {"synth-d4": {"source": "builtin", "name": "synthetic", "latent_dim": 4},
-               "synth-d8": {"source": "builtin", "name": "synthetic", "latent_dim": 8}}
-    out = tmp_path / "results"
-    result = run_laws(losses, ids, histories, out, bootstrap=0, corpora=corpora)
-    assert _is_png(out / "figures" / "latent_dim.png")
-    assert set(result["figures"]) == set(FIGURES) | {"latent_dim"}
-
-
 def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
     losses, ids, _ = make_inputs(tmp_path / "in", corpora=("synth-d4",), ids_for=(),
-                                 data=DATA[:3], models=dict(list(MODELS.items())[:3]))
+                                 data=DATA[:3])
     out = tmp_path / "results"
     run_laws(losses, ids, [], out, bootstrap=0,
              corpora={"synth-d4": {"source": "builtin", "latent_dim": 4}})
@@ -170,21 +167,19 @@ def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
 
 def test_reference_id_falls_back_and_says_so(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",),
-                                         estimators=("twonn",), data=DATA[:3],
-                                         models=dict(list(MODELS.items())[:3]))
+                                         estimators=("twonn",), data=DATA[:3])
     out = tmp_path / "results"
     run_laws(losses, ids, histories, out, bootstrap=0, draw=False)
     assert not (out / "figures").exists()
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     assert laws["reason"].str.contains("not measured; used twonn").all()
-    assert laws["id"].to_numpy() == pytest.approx(8.0 * 1.2 * 1.2 * 1.1)
+    assert laws["id"].to_numpy() == pytest.approx(8.0 * 1.2 * 1.02 * 1.1)   # twonn, k=2, last layer
     assert "not measured; used twonn" in (out / "summary.md").read_text()
 
 
 def test_corpus_without_an_id_gets_laws_but_no_prediction(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code", "prose"),
-                                         ids_for=("code",), data=DATA[:3],
-                                         models=dict(list(MODELS.items())[:3]))
+                                         ids_for=("code",), data=DATA[:3])
     out = tmp_path / "results"
     run_laws(losses, ids, histories, out, bootstrap=0, draw=False)
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])

@@ -15,7 +15,7 @@ from idscaling.errors import DataError
 from idscaling.laws import fit_joint_law, fit_power_law
 
 CHINCHILLA = Path(__file__).parent / "data" / "chinchilla_svg_extracted_data.csv"
-# Epoch AI's published estimates and 95% intervals (Besiroglu et al. 2024, Table 1)
+# Epoch AI's published estimates and 95% intervals (Besiroglu et al. 2024, arXiv 2404.10102)
 EPOCH = {"E": (1.817, 1.769, 1.871), "alpha": (0.348, 0.317, 0.373),
          "beta": (0.366, 0.331, 0.415)}
 

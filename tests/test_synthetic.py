@@ -180,6 +180,12 @@ def test_same_seed_same_documents_other_seed_other_documents():
     assert not np.array_equal(LatentMarkovSource(2, seed=3).W, LatentMarkovSource(2, seed=4).W)
 
 
+def test_corpora_that_differ_in_d_share_the_previous_symbol_table():
+    # The d sweep changes the latent part only; the bigram table U stays put.
+    assert np.array_equal(LatentMarkovSource(2, seed=0).U, LatentMarkovSource(8, seed=0).U)
+    assert not np.array_equal(LatentMarkovSource(2, seed=0).U, LatentMarkovSource(2, seed=1).U)
+
+
 def test_more_documents_extend_the_same_corpus():
     few = generate_documents(4, 3, doc_tokens=8, progress=False)
     one_block = generate_documents(4, BLOCK_DOCS - 1, doc_tokens=8, progress=False)

@@ -275,8 +275,13 @@ def test_finished_run_called_again_only_rewrites_outputs(data, tmp_path, referen
     shutil.copytree(ref_dir, run_dir)
     for name in ("metrics.json", "history.csv", "model.safetensors", "config.json"):
         (run_dir / name).unlink()  # as Snakemake does before it reruns a job
+    # what a process killed inside atomic writes leaves behind
+    stale = [run_dir / "ckpt" / ".last.pt.abc123.tmp", run_dir / ".metrics.json.xyz.tmp"]
+    for path in stale:
+        path.write_text("half")
     m = run(data, run_dir, step_callback=lambda step: pytest.fail("trained again"))
     assert m["resumed_from"] == 12
+    assert not any(path.exists() for path in stale)
     assert {k: m[k] for k in DESIGN_METRICS} == {k: ref[k] for k in DESIGN_METRICS}
     assert (run_dir / "history.csv").read_text() == (ref_dir / "history.csv").read_text()
     assert (run_dir / "model.safetensors").read_bytes() == (ref_dir / "model.safetensors").read_bytes()

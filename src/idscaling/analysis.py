@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from idscaling.errors import DataError
 from idscaling.io import atomic_path, write_text
-from idscaling.laws import JointLaw, PowerLaw, fit_joint_law, fit_power_law
+from idscaling.laws import PowerLaw, fit_joint_law, fit_power_law
 from idscaling.theory import implied_smoothness, predict_exponents
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ PREDICTION_COLUMNS = [
     "id", "id_ci_low", "id_ci_high", "smoothness",
     "predicted_alpha_D", "predicted_alpha_D_ci_low", "predicted_alpha_D_ci_high",
     "predicted_alpha_N", "predicted_alpha_N_ci_low", "predicted_alpha_N_ci_high",
-    "sharma_kaplan_alpha_N", "sharma_kaplan_ci_low", "sharma_kaplan_ci_high",
+    "sharma_kaplan_alpha_N", "sharma_kaplan_alpha_N_ci_low", "sharma_kaplan_alpha_N_ci_high",
     "observed_alpha_D", "observed_alpha_D_ci_low", "observed_alpha_D_ci_high",
     "observed_alpha_D_source",
     "observed_alpha_N", "observed_alpha_N_ci_low", "observed_alpha_N_ci_high",
@@ -189,6 +189,9 @@ def read_ids(path: Path) -> pd.DataFrame:
     )
     for col in ["k", "layer", "id", "ci_low", "ci_high"]:
         table[col] = pd.to_numeric(table[col], errors="coerce")
+    for col in ["k", "layer"]:
+        if table[col].isna().any():
+            raise DataError(f"{path}: column {col} must be an integer in every row")
     bad = ~(np.isfinite(table["id"]) & (table["id"] > 0))
     if bad.any():
         log.warning("%s: %d ID row(s) without a finite positive id are left out", path, bad.sum())
@@ -227,11 +230,10 @@ def reference_id(ids: pd.DataFrame, reference: dict, corpus: str) -> dict:
     """The ID row that laws.csv uses for `corpus`, closest to `reference`, and a note.
 
     Preference on a mismatch: the estimator first, then the protocol, the layer and the
-    nearest k. Returns {"row": Series or None, "note": str, "layer": int or None}.
+    nearest k. Returns {"row": the ID row (a Series) or None, "note": what was not as asked}.
     """
     if ids.empty:
-        return {"row": None, "note": f"no intrinsic dimension for corpus {corpus}",
-                "layer": None}
+        return {"row": None, "note": f"no intrinsic dimension for corpus {corpus}"}
     embedders = sorted(ids["embedder"].unique())
     embedder = reference.get("embedder") or embedders[0]
     notes = []
@@ -262,16 +264,17 @@ def reference_id(ids: pd.DataFrame, reference: dict, corpus: str) -> dict:
         log.warning("corpus %s: %s", corpus, note)
     log.info("corpus %s: reference ID %.3g (%s, k=%d, %s, layer %d)", corpus, row["id"],
              row["estimator"], int(row["k"]), row["protocol"], int(row["layer"]))
-    return {"row": row, "note": note, "layer": last}
+    return {"row": row, "note": note}
 
 
-def _prediction(ref: dict, smoothness: float):
-    row = ref["row"]
-    if row is None:
-        return None
+def _id_interval(row) -> tuple[float, float] | None:
+    """The row's ID interval, or None when it has none usable."""
     ci = (row["ci_low"], row["ci_high"])
-    ok_ci = all(np.isfinite(ci)) and 0 < ci[0] <= ci[1]
-    return predict_exponents(row["id"], smoothness, id_ci=ci if ok_ci else None)
+    return ci if all(np.isfinite(ci)) and 0 < ci[0] <= ci[1] else None
+
+
+def _predict(row, smoothness: float):
+    return predict_exponents(row["id"], smoothness, id_ci=_id_interval(row))
 
 
 # ---------------------------------------------------------------------------------------
@@ -345,7 +348,7 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
                    exponent_D=fit.beta, exponent_D_ci_low=fit.beta_ci_low,
                    exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B)
     notes = [fit.reason] if fit.reason else []
-    pred = _prediction(ref, smoothness) if ref else None
+    pred = _predict(ref["row"], smoothness) if ref and ref["row"] is not None else None
     if pred is None:
         notes.append(ref["note"] if ref else f"no intrinsic dimension for corpus {corpus}")
     else:
@@ -411,10 +414,21 @@ def verdict(observed: tuple, predicted: tuple) -> tuple[str, str]:
         why = "the intervals overlap" if inside else "the intervals do not overlap"
     else:
         which, other = ("observed", "predicted") if o_has else ("predicted", "observed")
-        why = f"the {which} interval {'contains' if inside else 'does not contain'} the {other} value"
+        contains = "contains" if inside else "does not contain"
+        why = f"the {which} interval {contains} the {other} value"
     word = "inside" if inside else "outside"
-    line = f"observed α_D {_fmt(o, olo, ohi, o_has)} vs predicted {_fmt(p, plo, phi, p_has)}: {word} ({why})"
-    return word, line
+    return word, (f"observed α_D {_fmt(o, olo, ohi, o_has)} vs predicted "
+                  f"{_fmt(p, plo, phi, p_has)}: {word} ({why})")
+
+
+def triple(row, name: str) -> tuple:
+    """(value, ci_low, ci_high) of the column `name` of a table row."""
+    return row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+
+
+def _span(row, name: str) -> str:
+    """'v [lo, hi]' of the column `name` of a table row."""
+    return _fmt(*triple(row, name))
 
 
 def _fmt(v, lo=math.nan, hi=math.nan, with_ci=True) -> str:
@@ -434,20 +448,18 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
         ref_row = refs.get(corpus, {}).get("row")
         for idx, r in group.sort_values(["embedder", "estimator", "protocol", "k",
                                          "layer"]).iterrows():
-            ci = (r["ci_low"], r["ci_high"])
-            ok_ci = all(np.isfinite(ci)) and 0 < ci[0] <= ci[1]
-            pred = predict_exponents(r["id"], smoothness, id_ci=ci if ok_ci else None)
-            oD = observed.get("alpha_D", (math.nan,) * 3 + ("",))
-            oN = observed.get("alpha_N", (math.nan,) * 3 + ("",))
+            ci = _id_interval(r)
+            pred = _predict(r, smoothness)
+            oD, oN = observed["alpha_D"], observed["alpha_N"]
             s = implied_smoothness(oD[0], pred.id) if np.isfinite(oD[0]) else math.nan
             s_lo = s_hi = math.nan
             if np.isfinite(oD[1]) and np.isfinite(oD[2]):
-                d_lo, d_hi = (ci if ok_ci else (pred.id, pred.id))
+                d_lo, d_hi = ci or (pred.id, pred.id)
                 s_lo, s_hi = implied_smoothness(oD[1], d_lo), implied_smoothness(oD[2], d_hi)
             reasons = []
             if np.isfinite(oD[0]) and not np.isfinite(s):
                 reasons.append(f"no smoothness reproduces α_D = {oD[0]:.3g} (needs 0 < α_D < 1)")
-            if not ok_ci:
+            if ci is None:
                 reasons.append("ID has no interval")
             v, line = verdict(oD[:3], (pred.alpha_D, pred.alpha_D_ci_low, pred.alpha_D_ci_high))
             if not v:
@@ -457,14 +469,15 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
                 "corpus": corpus, "embedder": r["embedder"], "estimator": r["estimator"],
                 "k": int(r["k"]), "protocol": r["protocol"], "layer": int(r["layer"]),
                 "metric": r["metric"], "is_reference": is_ref,
-                "id": pred.id, "id_ci_low": ci[0], "id_ci_high": ci[1], "smoothness": smoothness,
+                "id": pred.id, "id_ci_low": r["ci_low"], "id_ci_high": r["ci_high"],
+                "smoothness": smoothness,
                 "predicted_alpha_D": pred.alpha_D, "predicted_alpha_D_ci_low": pred.alpha_D_ci_low,
                 "predicted_alpha_D_ci_high": pred.alpha_D_ci_high,
                 "predicted_alpha_N": pred.alpha_N, "predicted_alpha_N_ci_low": pred.alpha_N_ci_low,
                 "predicted_alpha_N_ci_high": pred.alpha_N_ci_high,
                 "sharma_kaplan_alpha_N": pred.sharma_kaplan,
-                "sharma_kaplan_ci_low": pred.sharma_kaplan_ci_low,
-                "sharma_kaplan_ci_high": pred.sharma_kaplan_ci_high,
+                "sharma_kaplan_alpha_N_ci_low": pred.sharma_kaplan_ci_low,
+                "sharma_kaplan_alpha_N_ci_high": pred.sharma_kaplan_ci_high,
                 "observed_alpha_D": oD[0], "observed_alpha_D_ci_low": oD[1],
                 "observed_alpha_D_ci_high": oD[2], "observed_alpha_D_source": oD[3],
                 "observed_alpha_N": oN[0], "observed_alpha_N_ci_low": oN[1],
@@ -479,6 +492,22 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
         table = table.astype({c: object if c in text else bool if c == "is_reference"
                               else float for c in PREDICTION_COLUMNS})
     return table
+
+
+def reference_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Each corpus's prediction rows beside its reference: every estimator and protocol at
+    the reference embedder and layer, at the k nearest the reference k (TwoNN, say, has
+    only k = 2)."""
+    picked = []
+    for _, ref in predictions[predictions["is_reference"]].iterrows():
+        same = predictions[(predictions["corpus"] == ref["corpus"])
+                           & (predictions["embedder"] == ref["embedder"])
+                           & (predictions["layer"] == ref["layer"])]
+        order = (same["k"] - ref["k"]).abs().sort_values(kind="stable").index
+        picked.append(same.loc[order].drop_duplicates(["estimator", "protocol"]))
+    if not picked:
+        return predictions.iloc[:0]
+    return pd.concat(picked).sort_values(["corpus", "estimator", "protocol"], kind="stable")
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,8 +537,7 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
         row = ref.get("row")
         pred = predictions[(predictions["corpus"] == corpus) & predictions["is_reference"]]
         if row is None or pred.empty:
-            observed = observed_exponents(laws, corpus)
-            oD = observed.get("alpha_D", (math.nan,) * 4)
+            oD = observed_exponents(laws, corpus)["alpha_D"]
             out += [f"- ID: none ({ref.get('note') or 'not measured'})",
                     f"- observed α_D: {_fmt(*oD[:3])} ({oD[3] or 'no fit'})",
                     "- **Verdict: none** — no ID to predict from.", ""]
@@ -517,38 +545,30 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
             p = pred.iloc[0]
             id_desc = (f"{p['estimator']}, k={p['k']}, {p['protocol'] or '-'}, layer {p['layer']}"
                        + (f", embedder {p['embedder']}" if p["embedder"] else ""))
-            v, line = verdict(
-                (p["observed_alpha_D"], p["observed_alpha_D_ci_low"], p["observed_alpha_D_ci_high"]),
-                (p["predicted_alpha_D"], p["predicted_alpha_D_ci_low"],
-                 p["predicted_alpha_D_ci_high"]))
+            v, line = verdict(triple(p, "observed_alpha_D"), triple(p, "predicted_alpha_D"))
             out += [
-                f"- ID ({id_desc}): {_fmt(p['id'], p['id_ci_low'], p['id_ci_high'])}"
+                f"- ID ({id_desc}): {_span(p, 'id')}"
                 + (f" — {ref['note']}" if ref.get("note") else ""),
-                f"- predicted α_D = 2s/(2s+d): "
-                f"{_fmt(p['predicted_alpha_D'], p['predicted_alpha_D_ci_low'], p['predicted_alpha_D_ci_high'])}",
-                f"- predicted α_N = 2s/d: "
-                f"{_fmt(p['predicted_alpha_N'], p['predicted_alpha_N_ci_low'], p['predicted_alpha_N_ci_high'])};"
-                f" Sharma–Kaplan 4/d: "
-                f"{_fmt(p['sharma_kaplan_alpha_N'], p['sharma_kaplan_ci_low'], p['sharma_kaplan_ci_high'])}",
-                f"- observed α_D: {_fmt(p['observed_alpha_D'], p['observed_alpha_D_ci_low'], p['observed_alpha_D_ci_high'])}"
-                f" ({p['observed_alpha_D_source'] or 'no fit'})",
-                f"- observed α_N: {_fmt(p['observed_alpha_N'], p['observed_alpha_N_ci_low'], p['observed_alpha_N_ci_high'])}"
-                f" ({p['observed_alpha_N_source'] or 'no fit'})",
-                f"- smoothness implied by the observed α_D: "
-                f"{_fmt(p['implied_smoothness'], p['implied_smoothness_ci_low'], p['implied_smoothness_ci_high'])}",
+                f"- predicted α_D = 2s/(2s+d): {_span(p, 'predicted_alpha_D')}",
+                f"- predicted α_N = 2s/d: {_span(p, 'predicted_alpha_N')}; "
+                f"Sharma–Kaplan 4/d: {_span(p, 'sharma_kaplan_alpha_N')}",
+                f"- observed α_D: {_span(p, 'observed_alpha_D')} "
+                f"({p['observed_alpha_D_source'] or 'no fit'})",
+                f"- observed α_N: {_span(p, 'observed_alpha_N')} "
+                f"({p['observed_alpha_N_source'] or 'no fit'})",
+                f"- smoothness implied by the observed α_D: {_span(p, 'implied_smoothness')}",
                 f"- **Verdict: {v or 'none'}** — {line}",
                 "",
             ]
-            others = predictions[(predictions["corpus"] == corpus) & ~predictions["is_reference"]
-                                 & (predictions["k"] == p["k"]) & (predictions["layer"] == p["layer"])]
+            others = reference_rows(predictions)
+            others = others[(others["corpus"] == corpus) & ~others["is_reference"]]
             if len(others):
-                out += ["Other estimators at the same k and layer:", "",
-                        "| estimator | protocol | ID | predicted α_D | verdict |",
-                        "|---|---|---|---|---|"]
+                out += ["Other estimators at the same layer (at the k nearest the reference):",
+                        "", "| estimator | protocol | k | ID | predicted α_D | verdict |",
+                        "|---|---|---|---|---|---|"]
                 for _, o in others.iterrows():
-                    out.append(f"| {o['estimator']} | {o['protocol'] or '-'} | "
-                               f"{_fmt(o['id'], o['id_ci_low'], o['id_ci_high'])} | "
-                               f"{_fmt(o['predicted_alpha_D'], o['predicted_alpha_D_ci_low'], o['predicted_alpha_D_ci_high'])} | "
+                    out.append(f"| {o['estimator']} | {o['protocol'] or '-'} | {o['k']} | "
+                               f"{_span(o, 'id')} | {_span(o, 'predicted_alpha_D')} | "
                                f"{o['verdict'] or 'none'} |")
                 out.append("")
         fits = laws[laws["corpus"] == corpus]
@@ -556,10 +576,9 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
                 "| law | fixed | form | exponent | E | points | rmse (log) | status |",
                 "|---|---|---|---|---|---|---|---|"]
         for _, f in fits.iterrows():
-            exponent = _fmt(f["exponent"], f["exponent_ci_low"], f["exponent_ci_high"])
+            exponent = _span(f, "exponent")
             if f["law"] == "joint" and f["status"] == "ok":
-                exponent = (f"α={exponent}, β="
-                            f"{_fmt(f['exponent_D'], f['exponent_D_ci_low'], f['exponent_D_ci_high'])}")
+                exponent = f"α={exponent}, β={_span(f, 'exponent_D')}"
             status = "ok" if f["status"] == "ok" else "no fit"
             if f["reason"]:
                 status += f": {f['reason']}"

@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -162,15 +163,25 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
             raise DataError(f"only {n} distinct points ({n_dup} duplicates removed): "
                             f"k={k_max} needs at least k+1 = {k_max + 1}")
         batches = _batches(n, batch_size, seed)
-        stats = []  # per batch: sorted neighbour distances (n_b, k_max), float64
-        bar = tqdm(batches, desc="ID batches", unit="batch", disable=not progress or
-                   len(batches) < 2)
-        for b in bar:
+
+        def search(b: np.ndarray | None) -> np.ndarray:
+            """Sorted neighbour distances (n_b, k_max), float64, of one batch."""
             Pb = P if b is None else P[torch.from_numpy(b).to(dev)]
             d2, _ = _knn.knn_sq_torch(Pb, k_max, block_size=block_size,
                                       progress=progress and len(batches) == 1)
-            dist = d2.cpu().numpy()
-            stats.append(dist / 2.0 if metric == "sklearn_cosine" else np.sqrt(dist))
+            d2 = d2.cpu().numpy()
+            return d2 / 2.0 if metric == "sklearn_cosine" else np.sqrt(d2)
+
+        bar = tqdm(total=len(batches), desc="ID batches", unit="batch",
+                   disable=not progress or len(batches) < 2)
+        workers = torch.get_num_threads() if dev.type == "cpu" else 1
+        if workers > 1 and len(batches) > 1:
+            # Batches are independent: on a CPU one per thread, each running torch
+            # single-threaded, scales better than threading every op of every batch.
+            with _knn.torch_threads(1), ThreadPoolExecutor(workers) as pool:
+                stats = [bar.update() or s for s in pool.map(search, batches)]
+        else:
+            stats = [bar.update() or search(b) for b in batches]
         bar.close()
 
     n_used = sum(len(s) for s in stats)
@@ -259,9 +270,10 @@ def prepare_points(X: np.ndarray | torch.Tensor, metric: str, *,
         raise DataError(f"all {n} points are identical: the dimension is undefined")
     if n_dup:
         log.info("removed %d exact duplicate points of %d", n_dup, n)
-        if owned:  # compact in place: keep is ascending, so keep[i] >= i is never overwritten early
-            for s in range(0, len(keep), step):
-                A[s:s + step] = A[keep[s:s + step]]
+        if owned:  # compact in place: keep is ascending, so row keep[i] >= i is read
+            for s in range(0, len(keep), step):  # before anything overwrites it
+                chunk = keep[s:s + step]
+                A[s:s + len(chunk)] = A[chunk]
             A = A[: len(keep)]
         else:
             A = A[keep]

@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 GROUP = 16  # columns reduced by one max before topk; blocks are padded to a multiple
 _BIG = 1.0e30  # score of padding rows: below any real score, finite so 0 * _BIG is 0
 _U32 = 2.0**-24  # unit roundoff of fp32
-_EXACT_BYTES = {"cpu": 64 * 2**20, "cuda": 2**30}  # float64 re-measuring working set
+# working set of one float64 re-measuring chunk: cache-sized on a CPU, large on a GPU
+_EXACT_BYTES = {"cpu": 2 * 2**20, "cuda": 2**30}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -235,21 +237,30 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
     pairs = [(i0, j0) for i0 in starts for j0 in starts if j0 >= i0]
     seen = set()  # row blocks whose lists hold scores already
     # The fold is many small ops: on a CPU, OpenMP's fork/join per op costs more than it
-    # gains (and spins badly when cores are shared), so it runs on one thread.
-    fold_threads = (lambda: torch_threads(1)) if dev.type == "cpu" else contextlib.nullcontext
+    # gains (and spins badly when cores are shared), so each fold runs on one thread, and
+    # the two folds of an off-diagonal block (disjoint rows) run side by side.
+    on_cpu = dev.type == "cpu"
+    pool = ThreadPoolExecutor(2) if on_cpu and torch.get_num_threads() >= 2 else None
     bar = tqdm(pairs, desc="knn blocks", unit="block", leave=False,
                disable=not progress or len(pairs) < 4)
-    for i0, j0 in bar:
-        i1, j1 = min(i0 + block, n_pad), min(j0 + block, n_pad)
-        S = A[i0:i1] @ A[j0:j1][:, perm].T
-        if i0 == j0:
-            S.fill_diagonal_(-math.inf)
-        with fold_threads():
-            _fold(best_s, best_i, i0, S, j0, c, fresh=i0 not in seen, down=False)
-            seen.add(i0)
+    try:
+        for i0, j0 in bar:
+            i1, j1 = min(i0 + block, n_pad), min(j0 + block, n_pad)
+            S = A[i0:i1] @ A[j0:j1][:, perm].T
+            if i0 == j0:
+                S.fill_diagonal_(-math.inf)
+            # (rows, their first point, fresh, read down the columns)
+            folds = [(i0, j0, i0 not in seen, False)]
             if i0 != j0:  # the same block read down its columns serves rows j0:j1
-                _fold(best_s, best_i, j0, S, i0, c, fresh=j0 not in seen, down=True)
-                seen.add(j0)
+                folds.append((j0, i0, j0 not in seen, True))
+            seen.update((i0, j0))
+            with torch_threads(1) if on_cpu else contextlib.nullcontext():
+                run = lambda f: _fold(best_s, best_i, f[0], S, f[1], c, fresh=f[2], down=f[3])
+                for _ in (pool.map(run, folds) if pool and len(folds) == 2 else map(run, folds)):
+                    pass
+    finally:
+        if pool is not None:
+            pool.shutdown()
     bar.close()
     del A
     cand = best_i[:n]
@@ -357,13 +368,30 @@ def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int,
     n_q, c = cand.shape
     d2 = torch.empty((n_q, c), dtype=torch.float64, device=X.device)
     step = max(1, _EXACT_BYTES.get(X.device.type, 2**26) // (8 * c * X.shape[1]))
-    for s in range(0, n_q, step):
+
+    def measure(s: int) -> None:
         q = X[s:s + step] if rows is None else X[rows[s:s + step]]
         diff = X[cand[s:s + step]].to(torch.float64)  # fp32 - fp32 is exact in float64
         diff.sub_(q.to(torch.float64).unsqueeze(1))
         d2[s:s + step] = torch.linalg.vector_norm(diff, dim=2).square_()
+
+    _map_chunks(measure, range(0, n_q, step), X.device)
     d2, order = d2.sort(dim=1, stable=True)
     return d2[:, :k].contiguous(), cand.gather(1, order[:, :k])
+
+
+def _map_chunks(fn: Callable[[int], None], starts: range, device: torch.device) -> None:
+    """Run fn on every chunk start. On a CPU the chunks are cache-sized and shared out
+    to a pool of Python threads, each running torch single-threaded: torch releases the
+    GIL, and coarse chunks avoid OpenMP's fork/join on every small op."""
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    if workers <= 1 or len(starts) < 2:
+        for s in starts:
+            fn(s)
+        return
+    with torch_threads(1), ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, starts):
+            pass
 
 
 def _candidates_fp64(X: torch.Tensor, mean: torch.Tensor, rows: torch.Tensor, c: int,

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HUBER_DELTA = 1e-3
 MIN_SIZES = 3            # fewer distinct sizes than this: no fit
 MAX_EXPONENT = 10.0      # beyond this the optimum ran off to a step function: no fit
+NO_OPTIMUM = "the optimiser found no finite loss from any starting point"
 _TINY = 1e-300
 # A resample needs its optimum only to well below the spread between resamples: a looser
 # stopping rule than the full fit's halves the cost and moves the intervals by ~1e-6.
@@ -146,6 +147,8 @@ def fit_power_law(x, y, offset: bool = True, bootstrap: int = 0, seed=0, *,
     if offset:
         problem = _Problem(Z=z[None, :], logy=logy, delta=delta)
         best, finalists = _fit_data(problem, _grid_1d(z, y), max_iter)
+        if best is None:
+            return _failed_power(NO_OPTIMUM, form, len(x), n_sizes)
         refit = lambda W: _fit_resamples(problem, finalists[:boot_starts], W,  # noqa: E731
                                          min(max_iter, BOOT_MAX_ITER))
     else:
@@ -175,7 +178,7 @@ def fit_joint_law(N, D, L, bootstrap: int = 0, seed=0, *, delta: float = HUBER_D
     intervals. Fewer than three distinct N or D, no more points than the five
     parameters, or an exponent that is not positive give ok=False and the reason.
     """
-    N, L = _check_xy(N, L, "N"), _check_xy(L, N, "L")
+    N, L = _check_xy(N, L, "N"), _check_xy(L, N, "loss")
     D = _check_xy(D, L, "D")
     n = len(L)
     nN, nD = len(np.unique(N)), len(np.unique(D))
@@ -190,6 +193,8 @@ def fit_joint_law(N, D, L, bootstrap: int = 0, seed=0, *, delta: float = HUBER_D
     logy = np.log(L)
     problem = _Problem(Z=np.stack([zN, zD]), logy=logy, delta=delta)
     best, finalists = _fit_data(problem, _grid_joint(zN, zD, L), max_iter)
+    if best is None:
+        return _failed_joint(NO_OPTIMUM, n)
     E, A, alpha, B, beta = map(float, _params_joint(best[None], cN, cD)[0])
     bad = _bad_exponents([alpha, beta], ["α (model)", "β (data)"])
     if bad:
@@ -431,14 +436,17 @@ def _fit_data(problem, grid, max_iter, keep=8):
 
     Phase one runs every start a few iterations, enough to rank the basins; phase two
     runs the `keep` best to convergence. Returns (best theta, distinct finalists ordered
-    by objective), the finalists being the starts for the bootstrap.
+    by objective), the finalists being the starts for the bootstrap; best is None when
+    no start gave a finite loss.
     """
     ones = np.ones((len(grid), problem.logy.size))
     x, f = _lbfgs(problem, grid, ones, max_iter=SCREEN_ITER, ftol=0.0)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))[:keep]
     x, f = _lbfgs(problem, x[order], ones[: len(order)], max_iter=max_iter, ftol=FIT_FTOL)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))
-    x = x[order]
+    x, f = x[order], f[order]
+    if not np.isfinite(f[0]):
+        return None, x
     _, first = np.unique(np.round(x, 3), axis=0, return_index=True)
     return x[0], x[np.sort(first)]
 
@@ -460,7 +468,7 @@ def _fit_resamples(problem, starts, W, max_iter, chunk_elems=2_000_000):
 
 
 def _lbfgs(fg, x0, W, *, max_iter=1000, memory=8, ftol=1e-10, gtol=1e-12, c1=1e-4,
-           max_halvings=40):
+           tries=4, max_rounds=12):
     """Minimise many independent smooth problems at once by L-BFGS.
 
     fg(theta (b, p), W (b, n)) -> (f (b,), g (b, p)). Each problem keeps its own curvature
@@ -511,21 +519,29 @@ def _lbfgs(fg, x0, W, *, max_iter=1000, memory=8, ftol=1e-10, gtol=1e-12, c1=1e-
             has_pairs &= ~uphill
         t = np.where(has_pairs, 1.0, 1.0 / np.maximum(1.0, np.abs(g).max(1)))
 
-        # Armijo backtracking, each problem with its own step
+        # Armijo backtracking, each problem with its own step. Most take the full step at
+        # the first try; those that do not try `tries` halvings at once, in one call.
         x_new, f_new, g_new = x.copy(), f.copy(), g.copy()
         moved = np.zeros(rows.size, bool)
         pending = np.arange(rows.size)
-        for _ in range(max_halvings):
-            trial = x[pending] + t[pending, None] * d[pending]
-            ft, gt = fg(trial, Wk[pending])
-            good = np.isfinite(ft) & (ft <= f[pending] + c1 * t[pending] * gd[pending])
-            hit = pending[good]
-            x_new[hit], f_new[hit], g_new[hit] = trial[good], ft[good], gt[good]
-            moved[hit] = True
-            pending = pending[~good]
+        m = 1
+        for _ in range(max_rounds):
+            steps = t[pending, None] * 0.5 ** np.arange(m)                      # (P, m)
+            trial = x[pending, None] + steps[:, :, None] * d[pending, None]      # (P, m, p)
+            ft, gt = fg(trial.reshape(-1, p), np.repeat(Wk[pending], m, axis=0))
+            ft, gt = ft.reshape(-1, m), gt.reshape(-1, m, p)
+            good = np.isfinite(ft) & (ft <= f[pending, None] + c1 * steps * gd[pending, None])
+            hit = good.any(1)
+            first = good.argmax(1)[hit]                  # the longest step that is good
+            done = pending[hit]
+            x_new[done] = trial[hit, first]
+            f_new[done], g_new[done] = ft[hit, first], gt[hit, first]
+            moved[done] = True
+            t[pending[~hit]] = steps[~hit, -1] * 0.5
+            pending = pending[~hit]
             if pending.size == 0:
                 break
-            t[pending] *= 0.5
+            m = tries
         s, y = x_new - x, g_new - g
         sy = np.einsum("bp,bp->b", s, y)
         yy = np.einsum("bp,bp->b", y, y)

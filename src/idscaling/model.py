@@ -202,7 +202,8 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
         s = p.sum(dim=-1, keepdim=True)
         # log-sum-exp minus the target logit: exact even where p underflows
         loss = (m + s.log() - logits.gather(-1, targets[:, None])).mean()
-        ctx.save_for_backward(p.div_(s), targets)
+        if ctx.needs_input_grad[0]:  # evaluation needs no probabilities
+            ctx.save_for_backward(p.div_(s), targets)
         ctx.backward_done = False
         return loss
 

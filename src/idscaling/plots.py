@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from idscaling.analysis import reference_rows, triple
 from idscaling.io import atomic_path
 
 LOSS_LABEL = "validation loss (nats/token)"
@@ -48,11 +49,11 @@ def _panels(n: int, ncols_max: int = 3, width: float = 4.8, height: float = 3.8,
 
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=110)
     return Path(path)
 
 
-def _legend(ax, notes=(), handles=None, **kwargs) -> None:
+def _legend(ax, notes=(), handles=None) -> None:
     """The axes' legend, with `notes` (what is missing, and why) as entries without a
     marker; matplotlib places it where it hides the fewest points."""
     if handles is None:
@@ -60,8 +61,7 @@ def _legend(ax, notes=(), handles=None, **kwargs) -> None:
     blank = [Line2D([], [], linestyle="none", label=textwrap.fill(n, 48, subsequent_indent="  "))
              for n in notes if n]
     if handles or blank:
-        ax.legend(handles=list(handles) + blank, loc="best", fontsize=7, framealpha=0.9,
-                  **kwargs)
+        ax.legend(handles=list(handles) + blank, loc="best", fontsize=7, framealpha=0.9)
 
 
 def _message_figure(path: Path, title: str, message: str) -> Path:
@@ -111,7 +111,8 @@ def _scaling_panel(ax, runs, *, law, group_col, x_col, corpus, fits, labels, sym
     for color, (key, label) in zip(palette, groups):
         sel = runs[runs[group_col] == key].sort_values(x_col)
         fixed = key if law == "data" else str(int(key))
-        offset, pure = fits.get((corpus, law, fixed, "offset")), fits.get((corpus, law, fixed, "pure"))
+        offset = fits.get((corpus, law, fixed, "offset"))
+        pure = fits.get((corpus, law, fixed, "pure"))
         legend = label
         if offset is not None and offset.ok:
             legend += f": {symbol}={offset.exponent:.2f}"
@@ -184,13 +185,13 @@ def plot_exponents(predictions: pd.DataFrame, path: Path) -> Path:
     title = r"Observed against predicted data exponent $\alpha_D$"
     if predictions.empty:
         return _message_figure(path, title, "no intrinsic dimension measured: nothing to predict")
-    ref = predictions[predictions["is_reference"]]
-    keys = ref[["corpus", "k", "layer"]]
-    # every estimator and protocol at each corpus's reference k and layer
-    rows = predictions.merge(keys, on=["corpus", "k", "layer"])
+    rows = reference_rows(predictions)
     drawable = rows[np.isfinite(rows["observed_alpha_D"]) & np.isfinite(rows["predicted_alpha_D"])]
     missing = sorted(set(rows["corpus"]) - set(drawable["corpus"]))
     notes = [f"{c}: no observed α_D (no data-law fit)" for c in missing]
+    for corpus, source in drawable.groupby("corpus")["observed_alpha_D_source"].first().items():
+        if not source.startswith("joint"):
+            notes.append(f"{corpus}: observed α_D from the {source}")
 
     fig, axes = _panels(1, width=6.4, height=5.2)
     ax = axes[0]
@@ -199,8 +200,8 @@ def plot_exponents(predictions: pd.DataFrame, path: Path) -> Path:
     estimators = sorted(rows["estimator"].unique())
     markers = dict(zip(estimators, ["o", "s", "^", "D", "v", "P", "X", "*"]))
     for _, r in drawable.iterrows():
-        xerr = _err(r["predicted_alpha_D"], r["predicted_alpha_D_ci_low"], r["predicted_alpha_D_ci_high"])
-        yerr = _err(r["observed_alpha_D"], r["observed_alpha_D_ci_low"], r["observed_alpha_D_ci_high"])
+        xerr = _err(*triple(r, "predicted_alpha_D"))
+        yerr = _err(*triple(r, "observed_alpha_D"))
         big = bool(r["is_reference"])
         ax.errorbar(r["predicted_alpha_D"], r["observed_alpha_D"], xerr=xerr, yerr=yerr,
                     fmt=markers[r["estimator"]], color=colors[r["corpus"]], ms=9 if big else 6,
@@ -209,9 +210,12 @@ def plot_exponents(predictions: pd.DataFrame, path: Path) -> Path:
         "predicted_alpha_D", "predicted_alpha_D_ci_low", "predicted_alpha_D_ci_high",
         "observed_alpha_D", "observed_alpha_D_ci_low", "observed_alpha_D_ci_high"]])
     values = values[np.isfinite(values)]
-    lo, hi = (0.0, 1.0) if values.size == 0 else (max(0.0, values.min() * 0.8), values.max() * 1.2)
+    lo, hi = (0.0, 1.0) if values.size == 0 else (min(0.0, values.min()), values.max())
+    pad = 0.05 * (hi - lo) + 0.01
+    lo, hi = lo - pad, hi + pad
     ax.plot([lo, hi], [lo, hi], color="0.4", ls="--", lw=1, label="y = x")
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=r"predicted $\alpha_D = 2s/(2s+\hat d)$ (from the ID)",
+    ax.set(xlim=(lo, hi), ylim=(lo, hi),
+           xlabel=r"predicted $\alpha_D = 2s/(2s+\hat d)$ (from the ID)",
            ylabel=r"observed $\alpha_D$ (fitted; 95% bootstrap CI)")
     handles = [ax.lines[-1]]
     for c in corpora:
@@ -237,7 +241,7 @@ def _err(v, lo, hi):
 # the intrinsic dimension against k and against the layer
 
 
-def _id_lines(ax, sel, x_col):
+def _id_lines(ax, sel, x_col, with_k=False):
     hue = sorted(sel["estimator"].unique())
     colors = dict(zip(hue, sns.color_palette("deep", len(hue))))
     for (estimator, protocol), g in sel.groupby(["estimator", "protocol"], sort=True):
@@ -245,7 +249,8 @@ def _id_lines(ax, sel, x_col):
         lo = (g["id"] - g["ci_low"]).clip(lower=0).to_numpy()
         hi = (g["ci_high"] - g["id"]).clip(lower=0).to_numpy()
         yerr = np.vstack([lo, hi]) if np.isfinite(lo).all() and np.isfinite(hi).all() else None
-        label = f"{estimator} ({protocol})" if protocol else estimator
+        label = ", ".join([estimator] + ([protocol] if protocol else [])
+                          + ([f"k={int(g['k'].iloc[0])}"] if with_k else []))
         ax.errorbar(g[x_col], g["id"], yerr=yerr, color=colors[estimator],
                     ls="-" if protocol in ("batched", "") else "--", marker="o", ms=5,
                     capsize=3, label=label)
@@ -285,14 +290,20 @@ def plot_id_vs_layer(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
         row = refs.get(corpus, {}).get("row")
         sel = ids[ids["corpus"] == corpus]
         if row is not None:
-            sel = sel[(sel["embedder"] == row["embedder"]) & (sel["k"] == row["k"])]
-        _id_lines(ax, sel, "layer")
-        k = f"k = {int(sel['k'].iloc[0])}" if len(sel) else ""
+            sel = sel[sel["embedder"] == row["embedder"]]
+            # each estimator at its k nearest the reference k (TwoNN has only k = 2)
+            dk = (sel["k"] - row["k"]).abs()
+            sel = sel[dk == dk.groupby([sel["estimator"], sel["protocol"]]).transform("min")]
+        _id_lines(ax, sel, "layer", with_k=True)
         ax.set(xlabel="layer (0 = token embeddings)", ylabel="intrinsic dimension d̂",
-               title=f"{corpus} ({k})")
-        _legend(ax, [f"only layer {int(sel['layer'].iloc[0])} measured: no profile to draw"]
-                if sel["layer"].nunique() < 2 else [])
+               title=corpus)
         ax.xaxis.get_major_locator().set_params(integer=True)
+        if sel["layer"].nunique() < 2:
+            only = int(sel["layer"].iloc[0])
+            ax.set_xlim(only - 1, only + 1)
+            _legend(ax, [f"only layer {only} measured: no profile to draw"])
+        else:
+            _legend(ax)
     fig.suptitle(title + " (error bars: bootstrap 95% CI)")
     return _save(fig, path)
 
@@ -317,7 +328,8 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
     corpora = sorted(histories["corpus"].unique())
     models = sorted(histories["model"].unique(), key=lambda m: (sizes.get(m, math.inf), m))
     width, height = 4.0, 3.2
-    fig = Figure(figsize=(width * len(models), height * len(corpora)), layout="constrained")
+    fig = Figure(figsize=(max(width * len(models), 7.0), height * len(corpora)),
+                 layout="constrained")
     axes = fig.subplots(len(corpora), len(models), squeeze=False, sharex=True)
     for i, corpus in enumerate(corpora):
         for j, model in enumerate(models):
@@ -341,8 +353,8 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
                         label=f"D={compact(D)}" + (f", seed {seed}" if several_seeds else ""))
             _log_axis(ax, "x")
             _legend(ax)
-    fig.suptitle("Training curves: validation loss (points), training loss (faint); "
-                 "one line per data size D")
+    fig.suptitle("Training curves\nvalidation loss (points), training loss (faint), "
+                 "one colour per data size D")
     return _save(fig, path)
 
 
@@ -357,9 +369,8 @@ def plot_latent_dim(latent: dict, predictions: pd.DataFrame, smoothness: float,
     fig, axes = _panels(2, width=5.2, height=4.4)
     ax_id, ax_exp = axes
     ref = predictions[predictions["is_reference"] & predictions["corpus"].isin(list(latent))]
-    keys = ref[["corpus", "k", "layer"]]
-    rows = predictions.merge(keys, on=["corpus", "k", "layer"]).assign(
-        d=lambda t: t["corpus"].map(latent))
+    rows = reference_rows(predictions)
+    rows = rows[rows["corpus"].isin(list(latent))].assign(d=lambda t: t["corpus"].map(latent))
     d_all = np.array(sorted(latent.values()))
     notes_id, notes_exp = [], []
     missing = sorted(set(latent) - set(rows["corpus"]))
@@ -389,9 +400,9 @@ def plot_latent_dim(latent: dict, predictions: pd.DataFrame, smoothness: float,
     has = obs[np.isfinite(obs["observed_alpha_D"])]
     for _, r in has.iterrows():
         ax_exp.errorbar(r["d"], r["observed_alpha_D"], capsize=3, color="tab:red", marker="o",
-                        yerr=_err(r["observed_alpha_D"], r["observed_alpha_D_ci_low"],
-                                  r["observed_alpha_D_ci_high"]))
-    ax_exp.plot([], [], color="tab:red", marker="o", ls="none", label=r"observed $\alpha_D$ (95% CI)")
+                        yerr=_err(*triple(r, "observed_alpha_D")))
+    ax_exp.plot([], [], color="tab:red", marker="o", ls="none",
+                label=r"observed $\alpha_D$ (95% CI)")
     ax_exp.scatter(obs["d"], obs["predicted_alpha_D"], facecolor="none", edgecolor="tab:blue",
                    s=40, label="predicted from the estimated ID", zorder=3)
     no_obs = sorted(set(latent) - set(has["corpus"]))

@@ -386,11 +386,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 
 def _remove_stale_temps(run_dir: Path, ckpt_dir: Path) -> None:
     # a process killed inside atomic_path leaves its temp file; the rename never happened
-    for name in (CHECKPOINT_NAME,):
-        for tmp in ckpt_dir.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-    for name in OUTPUTS:
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
+    for folder, name in [(ckpt_dir, CHECKPOINT_NAME)] + [(run_dir, name) for name in OUTPUTS]:
+        for tmp in folder.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 

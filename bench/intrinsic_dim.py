@@ -1,0 +1,134 @@
+"""Benchmark: ID estimation against a bare fp32 matrix product and scikit-dimension.
+
+Exact kNN on dense vectors is a matrix product, so on a CPU nothing exact beats a bare
+fp32 product of the same shapes: that is the baseline. On the same 20,000 x 256 points
+with k = 20 this times, in one run, median of --repeats:
+
+  bare      X @ X.T in fp32 (torch, the same threads)          the baseline
+  ours      estimate_id(X, "mle", k=20), Euclidean, full protocol
+  skdim     scikit-dimension's MLE().fit(X, n_neighbors=20)
+
+and prints ours/bare (goal: <= 1.5) and skdim/ours (goal: > 1).
+
+--scale runs the paper's protocol at its size instead: 1,000,000 x 768 points, batches
+of 3600, cosine distance, k = 20, MLE and TwoNN with 200 bootstrap replicates, end to
+end (duplicate removal included), in a fresh process so that its peak memory (RSS,
+which includes the 2.9 GiB of input points) is its own. Goal: peak under 8 GiB.
+
+    python bench/intrinsic_dim.py [--repeats 5] [--threads N]
+    python bench/intrinsic_dim.py --scale [--points 1000000]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Running a script puts its folder first on sys.path, where bench/tokenize.py would
+# shadow the standard library's tokenize (which torch's import machinery uses).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def manifold_points(n: int, ambient: int, latent: int = 12, seed: int = 0,
+                    chunk: int = 100_000) -> np.ndarray:
+    """n points on a smooth `latent`-dimensional manifold in R^ambient (random Fourier
+    features of a Gaussian latent; the MLE gives about 12.5 at 20,000 points), built in
+    chunks to keep memory at the output size."""
+    rng = np.random.default_rng(seed)
+    W = 0.3 * rng.standard_normal((latent, ambient)).astype(np.float32)
+    b = rng.uniform(0, 2 * np.pi, ambient).astype(np.float32)
+    X = np.empty((n, ambient), dtype=np.float32)
+    for s in range(0, n, chunk):
+        Z = rng.standard_normal((min(chunk, n - s), latent)).astype(np.float32)
+        X[s:s + len(Z)] = np.cos(Z @ W + b)
+    return X
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def compare(repeats: int, threads: int | None) -> None:
+    from idscaling.intrinsic_dim import estimate_id
+
+    if threads:
+        torch.set_num_threads(threads)
+    X = manifold_points(20_000, 256)
+    Xt = torch.from_numpy(X)
+    print(f"20,000 x 256 fp32 points, k=20, torch threads={torch.get_num_threads()}, "
+          f"median of {repeats}")
+
+    estimate_id(X[:2000], k=20, progress=False, device="cpu")  # warm up
+    bare, _ = timed(lambda: Xt @ Xt.T, repeats)
+    ours, est = timed(lambda: estimate_id(X, k=20, progress=False, device="cpu"), repeats)
+    print(f"  bare fp32 X @ X.T (baseline)  {bare:8.3f} s")
+    print(f"  estimate_id mle               {ours:8.3f} s   id = {est.id:.4f}")
+
+    import skdim
+
+    sk, sk_id = timed(lambda: skdim.id.MLE().fit(X, n_neighbors=20).dimension_,
+                      max(1, repeats // 2))
+    print(f"  scikit-dimension MLE          {sk:8.3f} s   id = {sk_id:.4f}")
+    print(f"ratio estimate_id / bare product = {ours / bare:.2f}   (goal <= 1.5)")
+    print(f"ratio scikit-dimension / estimate_id = {sk / ours:.2f}   (goal > 1)")
+
+
+def scale(points: int, threads: int | None) -> None:
+    from idscaling.intrinsic_dim import estimate_ids
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    X = manifold_points(points, 768)
+    made = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ests = estimate_ids(X, methods=("mle", "twonn"), ks=(20,), metric="cosine",
+                        batch_size=3600, bootstrap=200, seed=0, device="cpu")
+    took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"{points:,} x 768 fp32 points ({X.nbytes / 2**30:.2f} GiB), batched protocol "
+          f"(3600), cosine, k=20, bootstrap 200, torch threads={torch.get_num_threads()}")
+    for e in ests:
+        print(f"  {e.method:5s} id = {e.id:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}] "
+              f"on {e.n_points:,} points in {e.n_batches} batches")
+    print(f"  end to end {took:.1f} s (making the points: {made:.1f} s)")
+    print(f"  peak RSS {peak:.2f} GiB   (goal < 8 GiB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--scale", action="store_true", help="the 1M x 768 batched run")
+    ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.scale and not args._child:
+        # a fresh process, so that ru_maxrss is the scale run's own peak
+        cmd = [sys.executable, __file__, "--scale", "--_child", "--points", str(args.points)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        raise SystemExit(subprocess.call(cmd))
+    if args.scale:
+        scale(args.points, args.threads)
+    else:
+        compare(args.repeats, args.threads)
+
+
+if __name__ == "__main__":
+    main()
