@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bring up a one-node SLURM cluster on loopback for the tests marked `slurm`.
 #
-# Idempotent: a cluster that already answers is only smoke-tested. As root it installs
+# Idempotent: a cluster that already answers with this configuration (or, for a user
+# who is not root, with any) is only smoke-tested; one with another configuration gets
+# this one and restarted daemons. As root it installs
 # Debian's slurm-wlm and munge with apt-get when they are missing, writes a munge key
 # and a one-node slurm.conf (no accounting database, no cgroups, no GPUs), starts
 # munged, slurmctld and slurmd, then waits until the node is idle and

@@ -132,6 +132,10 @@ def test_batched_protocol_is_the_mean_over_seeded_batches(random_points):
     assert est.id == pytest.approx(np.mean(est.batch_estimates), rel=1e-12)
     for b, value in zip(_batches(1500, 400, seed=5), est.batch_estimates):
         assert estimate_id(random_points[b], k=10, **FAST).id == pytest.approx(value, rel=1e-9)
+    # batches searched in parallel threads, with a progress bar: the same numbers
+    pooled = estimate_id(random_points, k=10, batch_size=400, seed=5, progress=True,
+                         threads=2, device="cpu")
+    assert pooled.batch_estimates == est.batch_estimates
     other = estimate_id(random_points, k=10, batch_size=400, seed=6, **FAST)
     assert other.batch_estimates != est.batch_estimates
     full = estimate_id(random_points, k=10, **FAST)
@@ -288,6 +292,11 @@ def test_run_id_stage_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="missing"):
         run_id_stage(emb, tmp_path / "o.json", **FAST)
     (emb / "meta.json").write_text(json.dumps({"layers": [1]}))
+    with pytest.raises(DataError, match="layer1.npy: only 700 distinct points"):
+        run_id_stage(emb, tmp_path / "o.json", k=700, **FAST)
+    np.save(emb / "layer1.npy", np.full((10, 3), np.nan, dtype=np.float32))
+    with pytest.raises(DataError, match="layer1.npy: 10 of 10 points have NaN"):
+        run_id_stage(emb, tmp_path / "o.json", **FAST)
     with pytest.raises(ConfigError, match="protocol"):
         run_id_stage(emb, tmp_path / "o.json", protocols=("half",), **FAST)
     assert not (tmp_path / "o.json").exists()

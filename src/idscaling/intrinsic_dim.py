@@ -32,6 +32,7 @@ counted: they give zero distances, on which every estimator breaks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -175,13 +176,17 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
         bar = tqdm(total=len(batches), desc="ID batches", unit="batch",
                    disable=not progress or len(batches) < 2)
         workers = torch.get_num_threads() if dev.type == "cpu" else 1
-        if workers > 1 and len(batches) > 1:
-            # Batches are independent: on a CPU one per thread, each running torch
-            # single-threaded, scales better than threading every op of every batch.
-            with _knn.torch_threads(1), ThreadPoolExecutor(workers) as pool:
-                stats = [bar.update() or s for s in pool.map(search, batches)]
-        else:
-            stats = [bar.update() or search(b) for b in batches]
+        stats = []
+        with contextlib.ExitStack() as stack:
+            results = map(search, batches)
+            if workers > 1 and len(batches) > 1:
+                # Batches are independent: on a CPU one per thread, each running torch
+                # single-threaded, scales better than threading every op of every batch.
+                stack.enter_context(_knn.torch_threads(1))
+                results = stack.enter_context(ThreadPoolExecutor(workers)).map(search, batches)
+            for s in results:
+                stats.append(s)
+                bar.update()
         bar.close()
 
     n_used = sum(len(s) for s in stats)
@@ -386,14 +391,20 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
         X = _load_layer(path)
         log.info("layer %d: %d points of dimension %d from %s", layer, X.shape[0],
                  X.shape[1], path)
-        with _knn.torch_threads(threads):
-            X = prepare_points(X, metric, device=device, copy=False)  # X is ours to reuse
+        try:
+            with _knn.torch_threads(threads):
+                X = prepare_points(X, metric, device=device, copy=False)  # ours to reuse
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
         for protocol in protocols:
-            ests = estimate_ids(
-                X, methods=estimators, ks=ks, metric=metric,
-                batch_size=batch_size if protocol == "batched" else None,
-                bootstrap=bootstrap, seed=seed, device=device, threads=threads,
-                max_points=max_points, progress=progress)
+            try:
+                ests = estimate_ids(
+                    X, methods=estimators, ks=ks, metric=metric,
+                    batch_size=batch_size if protocol == "batched" else None,
+                    bootstrap=bootstrap, seed=seed, device=device, threads=threads,
+                    max_points=max_points, progress=progress)
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
             for e in ests:
                 k_lo, k_hi = (e.k, e.k) if isinstance(e.k, int) else e.k
                 rows.append({
