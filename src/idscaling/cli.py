@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from idscaling.errors import ConfigError, IDScalingError
+from idscaling.errors import IDScalingError
 
 log = logging.getLogger("idscaling")
 
@@ -61,54 +61,45 @@ def cmd_subset(args) -> None:
 def cmd_train(args) -> None:
     from idscaling.train import train_run
 
-    inside_torchrun = "LOCAL_RANK" in os.environ
-    if args.gpus > 1 and not inside_torchrun:
-        _relaunch_under_torchrun(args.gpus)
-        return
-    if args.gpus >= 1 and not inside_torchrun:
-        from idscaling.gpu import acquire_gpus
+    def train() -> None:
+        train_run(args.train_bin, args.val_bin, args.meta, args.run_dir, model=args.model,
+                  tokens=args.tokens, seed=args.seed, train=args.train, threads=args.threads)
 
-        with acquire_gpus(args.gpus) as devices:
-            log.info("GPUs taken for this run: %s", devices or "none (training on CPU)")
-            _train(args, train_run)
-        return
-    _train(args, train_run)
+    if "LOCAL_RANK" in os.environ:  # a torchrun worker: the launcher holds the devices
+        train()
+    else:
+        _with_gpus(args.gpus, "training", lambda devices: (
+            _relaunch_under_torchrun(len(devices)) if len(devices) > 1 else train()))
 
 
-def _train(args, train_run) -> None:
-    train_run(args.train_bin, args.val_bin, args.meta, args.run_dir, model=args.model,
-              tokens=args.tokens, seed=args.seed, train=args.train, threads=args.threads)
+def _with_gpus(n: int, what: str, work) -> None:
+    """Run `work(devices)` holding `n` GPUs no other job holds (n=0 hides every GPU)."""
+    from idscaling.gpu import acquire_gpus
+
+    with acquire_gpus(n) as devices:
+        if n:
+            log.info("GPUs taken for %s: %s", what, devices or "none visible, so CPU")
+        work(devices)
 
 
 def _relaunch_under_torchrun(gpus: int) -> None:
-    """Hold `gpus` free devices and run this same command once per device under torchrun."""
-    from idscaling.gpu import acquire_gpus
+    """Run this same command once per held device under torchrun (DDP)."""
+    from idscaling.gpu import torchrun_command
 
-    with acquire_gpus(gpus) as devices:
-        if len(devices) < gpus:
-            raise ConfigError(f"--gpus {gpus}: only {len(devices)} GPU(s) could be taken")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={gpus}", "-m", "idscaling", *sys.argv[1:]]
-        log.info("launching DDP on GPUs %s: %s", devices, " ".join(cmd))
-        result = subprocess.run(cmd)
-        if result.returncode:
-            raise IDScalingError(f"torchrun exited with status {result.returncode}")
+    cmd = torchrun_command(gpus, sys.argv[1:])
+    log.info("launching DDP: %s", " ".join(cmd))
+    result = subprocess.run(cmd)
+    if result.returncode:
+        raise IDScalingError(f"torchrun exited with status {result.returncode}")
 
 
 def cmd_embed(args) -> None:
     from idscaling.embed import embed_corpus
 
     opts = {k: v for k, v in args.options.items() if k != "run"}
-    run = lambda: embed_corpus(args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
-                               context=args.context, threads=args.threads, **opts)
-    if args.gpus >= 1:
-        from idscaling.gpu import acquire_gpus
-
-        with acquire_gpus(args.gpus) as devices:
-            log.info("GPUs taken for embedding: %s", devices or "none (CPU)")
-            run()
-    else:
-        run()
+    _with_gpus(args.gpus, "embedding", lambda devices: embed_corpus(
+        args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
+        context=args.context, threads=args.threads, **opts))
 
 
 def cmd_intrinsic_dim(args) -> None:
