@@ -11,31 +11,32 @@ Baselines, measured in the same run:
 - the loss of a model that knows z (the mean entropy of the true next-symbol law) and
   of one that knows only the previous symbol: how much of z the model has learned;
 - the ID of the true log-probabilities log p(. | z, s) at the same points: the
-  dimension that an ideal predictor's outputs have.
+  dimension that an ideal predictor's outputs have (it reads above d at small d,
+  because the points fall on V + 1 copies of the manifold, one per previous symbol,
+  and with a few thousand points the neighbourhoods straddle copies);
+- the same model untrained: its states already mix the input symbols, whose counts
+  carry z, so what training adds is the rise beyond that.
+
+Measured (1200 steps of batch 32 x 128, 8000 documents, 2-layer d=64 GPT, 2 loaded CPU
+cores, 27 min in all): MLE of the embed stage's protocol d=2: 3.5, d=8: 6.3 (ratio
+1.78; untrained 1.31); one late position a document d=2: 3.0, d=8: 7.0 (ratio 2.30).
 
 Usage: python bench/synthetic_check.py [--dims 2 8] [--steps 1500] [--docs 8000]
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import math
+import time
 
-# Python puts this script's folder first on sys.path, and bench/tokenize.py there would
-# shadow the standard library's tokenize (which torch imports). Drop the folder.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
-
-from idscaling.model import GPT, GPTConfig  # noqa: E402
-from idscaling.synthetic import LatentMarkovSource  # noqa: E402
+from idscaling.model import GPT, GPTConfig
+from idscaling.synthetic import LatentMarkovSource
 
 
 def mle_id(X: np.ndarray, k: int = 20) -> float:

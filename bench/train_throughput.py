@@ -6,7 +6,8 @@ writes by hand: a minimal GPT-2 (nn.Linear, scaled_dot_product_attention,
 F.cross_entropy), torch.optim.AdamW with its defaults, gradient clipping, and random
 windows of an in-memory tensor. The engine runs `train_run` end to end (memory-mapped
 data, schedule, evaluation and checkpoint at the end); its tokens/s is the steady-state
-figure it reports in metrics.json. Both skip their first 5 steps.
+figure it reports in metrics.json. The two loops take turns step by step, so that both
+see the same load on a shared machine. Both skip their first 5 steps.
 
     python bench/train_throughput.py                       # d=64, 2 layers
     python bench/train_throughput.py --n-embd 128 --n-layer 4 --n-head 4
@@ -72,41 +73,49 @@ class PlainGPT(nn.Module):
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
         logits = self.head(self.ln_f(self.blocks(x)))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
-def plain_loop(data: torch.Tensor, a) -> float:
-    """Tokens/s of the hand-written loop over steps WARMUP+1..steps."""
-    torch.manual_seed(0)
-    model = PlainGPT(a.vocab, a.context, a.n_embd, a.n_layer, a.n_head)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    timed = 0.0
-    for step in range(a.steps):
+class PlainLoop:
+    """The hand-written loop, one step at a time, timing each step."""
+
+    def __init__(self, data: torch.Tensor, a):
+        torch.manual_seed(0)
+        self.data, self.a = data, a
+        self.model = PlainGPT(a.vocab, a.context, a.n_embd, a.n_layer, a.n_head)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        a, data = self.a, self.data
         t0 = time.perf_counter()
         ix = torch.randint(len(data) - a.context - 1, (a.batch,))
         x = torch.stack([data[i : i + a.context] for i in ix])
         y = torch.stack([data[i + 1 : i + 1 + a.context] for i in ix])
-        loss = model(x, y)
+        loss = self.model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         loss.item()
-        if step >= WARMUP:
-            timed += time.perf_counter() - t0
-    return (a.steps - WARMUP) * a.batch * a.context / timed
+        self.times.append(time.perf_counter() - t0)
+
+    def tokens_per_s(self) -> float:
+        timed = self.times[WARMUP:]
+        return len(timed) * self.a.batch * self.a.context / sum(timed)
 
 
 # -------------------------------------------------------------------- the engine
 
 
-def engine(files: Path, run: int, a, device: str, precision: str) -> dict:
+def engine(files: Path, run: int, a, device: str, precision: str, step_callback=None) -> dict:
     train = dict(context=a.context, batch_size=a.batch, max_steps=a.steps, warmup_steps=WARMUP,
                  eval_every=a.steps, eval_tokens=8 * a.context, checkpoint_every=a.steps,
                  precision=precision, compile=a.compile)
     return train_run(files / "train.bin", files / "val.bin", files / "meta.json", files / f"run{run}",
                      model=dict(n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head),
-                     tokens=a.tokens, seed=0, train=train, threads=a.threads, device=device)
+                     tokens=a.tokens, seed=0, train=train, threads=a.threads, device=device,
+                     step_callback=step_callback)
 
 
 def main() -> None:
@@ -144,18 +153,19 @@ def main() -> None:
               f"({WARMUP} untimed), {a.repeats} repeats, CPU fp32 eager")
         base, eng = [], []
         for r in range(a.repeats):
-            # alternate the order so that drifting machine load hits both alike
-            order = ("baseline", "engine") if r % 2 == 0 else ("engine", "baseline")
-            for name in order:
-                if name == "baseline":
-                    base.append(plain_loop(data, a))
-                else:
-                    eng.append(engine(files, r, a, "cpu", "fp32")["tokens_per_s"])
-            print(f"  repeat {r}: baseline (plain loop) {base[-1]:,.0f} tok/s, engine {eng[-1]:,.0f} tok/s")
+            # one baseline step after each engine step (the engine's step_callback runs outside
+            # its timed region): both loops see the same machine load, which on a shared
+            # machine drifts more from minute to minute than the two loops differ
+            plain = PlainLoop(data, a)
+            m = engine(files, r, a, "cpu", "fp32", step_callback=lambda step: plain.step())
+            base.append(plain.tokens_per_s())
+            eng.append(m["tokens_per_s"])
+            print(f"  repeat {r}: baseline (plain loop) {base[-1]:,.0f} tok/s, engine {eng[-1]:,.0f} tok/s, "
+                  f"ratio {eng[-1] / base[-1]:.2f}")
         b, e = statistics.median(base), statistics.median(eng)
-        paired = statistics.median(x / y for x, y in zip(eng, base))
-        print(f"median tokens/s: baseline (plain PyTorch loop) {b:,.0f}, engine {e:,.0f}, "
-              f"ratio engine/baseline {e / b:.2f} (median of per-repeat ratios {paired:.2f})")
+        ratio = statistics.median(x / y for x, y in zip(eng, base))
+        print(f"median tokens/s: baseline (plain PyTorch loop) {b:,.0f}, engine {e:,.0f}; "
+              f"ratio engine/baseline {ratio:.2f} (median of the per-repeat ratios)")
 
         if cuda:
             for r in range(a.repeats):

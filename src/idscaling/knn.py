@@ -25,7 +25,7 @@ import contextlib
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -205,7 +205,21 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
     neighbours of each row of the fp32 tensor `X` (self excluded), on X's device.
 
     Call inside `exact_fp32()` on CUDA. See the module docstring for the method.
+
+    On a CPU, torch runs single-threaded inside, and the work is shared out in coarse
+    pieces (block pairs, re-measuring chunks) to as many Python threads as torch had
+    threads (torch releases the GIL). Most ops here are small, and OpenMP's fork/join
+    on each of them costs more than it gains, badly so when other jobs share the cores.
     """
+    if X.device.type != "cpu":
+        return _knn_sq(X, k, block_size, margin, progress, workers=1)
+    workers = torch.get_num_threads()
+    with torch_threads(1):
+        return _knn_sq(X, k, block_size, margin, progress, workers=workers)
+
+
+def _knn_sq(X: torch.Tensor, k: int, block_size: int | None, margin: int, progress: bool,
+            workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     n, dim = X.shape
     dev = X.device
     c = min(k + max(0, int(margin)), n - 1)  # candidates kept per row
@@ -230,41 +244,46 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
     A[n:, dim] = -_BIG
     perm = torch.arange(dim + 2, device=dev)
     perm[dim], perm[dim + 1] = dim + 1, dim
+    # Blocks of near points, met diagonal first: each row's list then fills with good
+    # candidates at once, and later blocks have few scores that can beat them. The order
+    # only changes how much work the fold does; the result is exact in any order.
+    order = _locality_order(A[:n, :dim], block) if n > block else None
+    if order is not None:
+        A[:n] = A[:n][order]
 
     best_s = torch.full((n_pad, c), -math.inf, dtype=torch.float32, device=dev)
     best_i = torch.full((n_pad, c), -1, dtype=torch.int64, device=dev)
     starts = list(range(0, n_pad, block))
-    pairs = [(i0, j0) for i0 in starts for j0 in starts if j0 >= i0]
+    pairs = sorted(((i0, j0) for i0 in starts for j0 in starts if j0 >= i0),
+                   key=lambda p: (p[1] - p[0], p[0]))  # the diagonal, then outwards
     seen = set()  # row blocks whose lists hold scores already
-    # The fold is many small ops: on a CPU, OpenMP's fork/join per op costs more than it
-    # gains (and spins badly when cores are shared), so each fold runs on one thread, and
-    # the two folds of an off-diagonal block (disjoint rows) run side by side.
-    on_cpu = dev.type == "cpu"
-    pool = ThreadPoolExecutor(2) if on_cpu and torch.get_num_threads() >= 2 else None
-    bar = tqdm(pairs, desc="knn blocks", unit="block", leave=False,
+
+    def block_pair(job: tuple[int, int, bool, bool]) -> None:
+        i0, j0, fresh_i, fresh_j = job
+        S = A[i0:i0 + block] @ A[j0:j0 + block][:, perm].T
+        if i0 == j0:
+            S.fill_diagonal_(-math.inf)
+        _fold(best_s, best_i, i0, S, j0, c, fresh=fresh_i, down=False)
+        if i0 != j0:  # the same block read down its columns serves rows j0..
+            _fold(best_s, best_i, j0, S, i0, c, fresh=fresh_j, down=True)
+
+    # The block pairs of a round touch disjoint rows: they can run side by side.
+    bar = tqdm(total=len(pairs), desc="knn blocks", unit="block", leave=False,
                disable=not progress or len(pairs) < 4)
-    try:
-        for i0, j0 in bar:
-            i1, j1 = min(i0 + block, n_pad), min(j0 + block, n_pad)
-            S = A[i0:i1] @ A[j0:j1][:, perm].T
-            if i0 == j0:
-                S.fill_diagonal_(-math.inf)
-            # (rows, their first point, fresh, read down the columns)
-            folds = [(i0, j0, i0 not in seen, False)]
-            if i0 != j0:  # the same block read down its columns serves rows j0:j1
-                folds.append((j0, i0, j0 not in seen, True))
-            seen.update((i0, j0))
-            with torch_threads(1) if on_cpu else contextlib.nullcontext():
-                run = lambda f: _fold(best_s, best_i, f[0], S, f[1], c, fresh=f[2], down=f[3])
-                for _ in (pool.map(run, folds) if pool and len(folds) == 2 else map(run, folds)):
-                    pass
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
+        for rnd in _rounds(pairs):
+            jobs = [(i0, j0, i0 not in seen, j0 not in seen) for i0, j0 in rnd]
+            seen.update(b for pair in rnd for b in pair)
+            for _ in (pool.map(block_pair, jobs) if pool else map(block_pair, jobs)):
+                bar.update()
     bar.close()
     del A
-    cand = best_i[:n]
-    d2, idx = _remeasure(X, cand, k)
+    cand, worst = best_i[:n], best_s[:n].amin(dim=1)  # worst: each row's c-th best score
+    if order is not None:  # back from block order to the caller's row order
+        cand, worst = torch.empty_like(cand).index_copy_(0, order, order[cand]), \
+            torch.empty_like(worst).index_copy_(0, order, worst)
+    d2, idx = _remeasure(X, cand, k, workers=workers)
 
     if c < n - 1:
         # Every point outside a row's candidates has fp32 score <= its c-th candidate's.
@@ -273,14 +292,54 @@ def knn_sq_torch(X: torch.Tensor, k: int, *, block_size: int | None = None,
         # even the most favourable outsider cannot beat the k-th exact distance.
         coef = (2 * (dim + 2) + 8) * _U32
         err = coef * (sq + sq.max())
-        floor = -2.0 * best_s[:n].amin(dim=1).to(torch.float64) - err
+        floor = -2.0 * worst.to(torch.float64) - err
         redo = torch.nonzero(floor < d2[:, k - 1]).squeeze(1)
         if len(redo):
             log.info("kNN: %d of %d rows not provably exact from fp32 candidates; "
                      "searching them again in float64", len(redo), n)
             rc = _candidates_fp64(X, mean, redo, c, block)
-            d2[redo], idx[redo] = _remeasure(X, rc, k, rows=redo)
+            d2[redo], idx[redo] = _remeasure(X, rc, k, rows=redo, workers=workers)
     return d2, idx
+
+
+def _rounds(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Cut the ordered block pairs into rounds of pairs that share no block (greedily,
+    keeping the order), so that the pairs of one round can run at the same time."""
+    rounds, left = [], list(pairs)
+    while left:
+        used, rnd, rest = set(), [], []
+        for p in left:
+            if used.isdisjoint(p):
+                rnd.append(p)
+                used.update(p)
+            else:
+                rest.append(p)
+        rounds.append(rnd)
+        left = rest
+    return rounds
+
+
+def _locality_order(Y: torch.Tensor, leaf: int) -> torch.Tensor:
+    """A permutation of Y's rows that keeps near points near each other: recursive
+    halving at the median of the leading principal direction (three power iterations,
+    fixed seed) down to parts of at most `leaf` rows."""
+    gen = torch.Generator(device=Y.device).manual_seed(0)
+    stack, parts = [torch.arange(len(Y), device=Y.device)], []
+    while stack:
+        ix = stack.pop()
+        if len(ix) <= leaf:
+            parts.append(ix)
+            continue
+        Z = Y[ix]
+        Z -= Z.mean(dim=0)
+        v = torch.randn(Y.shape[1], generator=gen, device=Y.device)
+        for _ in range(3):
+            v = Z.T @ (Z @ v)
+            v /= v.norm().clamp_min(1e-30)
+        o = torch.argsort(Z @ v)
+        half = len(ix) // 2
+        stack += [ix[o[half:]], ix[o[:half]]]  # the lower half is taken next
+    return torch.cat(parts)
 
 
 def _fold(best_s: torch.Tensor, best_i: torch.Tensor, r0: int, S: torch.Tensor,
@@ -361,8 +420,8 @@ def _merge(best_s: torch.Tensor, best_i: torch.Tensor, rows: torch.Tensor,
     best_i[rows] = i.gather(1, pos)
 
 
-def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int,
-               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int, rows: torch.Tensor | None = None,
+               workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact squared distances (float64) from each query row to its candidates; the k
     nearest, ascending. `rows` gives the query rows of `cand` (default: all, in order)."""
     n_q, c = cand.shape
@@ -375,23 +434,16 @@ def _remeasure(X: torch.Tensor, cand: torch.Tensor, k: int,
         diff.sub_(q.to(torch.float64).unsqueeze(1))
         d2[s:s + step] = torch.linalg.vector_norm(diff, dim=2).square_()
 
-    _map_chunks(measure, range(0, n_q, step), X.device)
+    starts = range(0, n_q, step)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(measure, starts):
+                pass
+    else:
+        for s in starts:
+            measure(s)
     d2, order = d2.sort(dim=1, stable=True)
     return d2[:, :k].contiguous(), cand.gather(1, order[:, :k])
-
-
-def _map_chunks(fn: Callable[[int], None], starts: range, device: torch.device) -> None:
-    """Run fn on every chunk start. On a CPU the chunks are cache-sized and shared out
-    to a pool of Python threads, each running torch single-threaded: torch releases the
-    GIL, and coarse chunks avoid OpenMP's fork/join on every small op."""
-    workers = torch.get_num_threads() if device.type == "cpu" else 1
-    if workers <= 1 or len(starts) < 2:
-        for s in starts:
-            fn(s)
-        return
-    with torch_threads(1), ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(fn, starts):
-            pass
 
 
 def _candidates_fp64(X: torch.Tensor, mean: torch.Tensor, rows: torch.Tensor, c: int,

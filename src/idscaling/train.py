@@ -479,7 +479,10 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
 
     torch.manual_seed(seed)  # the same initial weights on every rank
     raw_model = GPT(model_cfg).to(dev)
-    optimizer = _make_optimizer(raw_model, s, fused=device_type == "cuda")
+    # fused AdamW: one kernel for all parameters, on CUDA and (torch >= 2.4) on CPU, where it
+    # takes ~1 ms a step against ~10 ms for the per-parameter loop at d=64
+    fused = device_type == "cuda" or _torch_version() >= (2, 4)
+    optimizer = _make_optimizer(raw_model, s, fused=fused)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     signature = run_signature(model_cfg, tokens, seed, s, meta)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
@@ -499,6 +502,9 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         log.info("batch: %d sequences x %d tokens = %d tokens per step (%d ranks x %d micro-steps x %d); "
                  "D = %d tokens, so max_steps = %d is %.2f epochs", s.batch_size, s.context, batch_tokens,
                  dist.world_size, accum, micro, tokens, s.max_steps, s.max_steps * batch_tokens / tokens)
+        log.info("optimiser: AdamW%s, betas (%g, %g), weight decay %g on matrices, lr %g, warmup %d, "
+                 "cosine to %g at step %d", " (fused)" if fused else "", s.beta1, s.beta2, s.weight_decay,
+                 s.lr, s.warmup_steps, s.lr * s.min_lr_ratio, s.max_steps)
         log.info("validation: %d fixed windows of %d tokens from %s (val_seed %d)",
                  len(val_starts), s.context, val_bin, s.val_seed)
 
@@ -623,6 +629,11 @@ def _batch_geometry(s: TrainSettings, world_size: int) -> tuple[int, int, int]:
             f"batch_size {s.batch_size} / {world_size} ranks)"
         )
     return rank_batch, micro, rank_batch // micro
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
