@@ -25,22 +25,15 @@ with --threads 1, measures the work itself.
 
 from __future__ import annotations
 
-import os
+import argparse
+import resource
+import statistics
+import subprocess
 import sys
+import time
 
-# Running a script puts its folder first on sys.path, where bench/tokenize.py would
-# shadow the standard library's tokenize (which torch's import machinery uses).
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def manifold_points(n: int, ambient: int, latent: int = 12, seed: int = 0,

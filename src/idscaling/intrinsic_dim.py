@@ -39,7 +39,7 @@ import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -503,7 +503,3 @@ def _batches(n: int, batch_size: int | None, seed: int) -> list[np.ndarray | Non
 def _nan_to_none(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-
-def as_dict(est: IDEstimate) -> dict:
-    """The estimate as a plain dict (JSON-ready)."""
-    return asdict(est)

@@ -1,19 +1,23 @@
 """Exact k nearest neighbours in torch, and exact duplicate removal.
 
 Exact kNN on dense vectors is a matrix product: on a CPU nothing exact beats a bare fp32
-GEMM of the same shapes, so the search is built around one, with three ideas:
+GEMM of the same shapes, so the search is built around one:
 
-* Symmetry. The neighbour relation is searched within one point set, so the score matrix
-  is symmetric: each off-diagonal block is computed once and read both along its rows
-  and along its columns. That halves the GEMM work.
-* Cheap candidate selection. A fp32 block of scores -||x - y||^2 / 2 (one GEMM on rows
-  augmented with their squared norms) is reduced by a max over groups of 16 columns;
-  the top-c groups must hold the top-c scores, so `topk` runs on 1/16 of the block.
-* Exact distances. The expanded form ||x||^2 + ||y||^2 - 2 x.y loses precision, so the
-  c = k + margin candidates are re-measured as ||x - y|| in float64 (differences of
-  fp32 inputs are exact in float64). A rigorous fp32 rounding bound then proves, row by
-  row, that no point outside the candidates can be nearer than the k-th; rows where
-  the proof fails (rare) are searched again in float64.
+* Symmetry. Neighbours are searched within one point set, so the score matrix is
+  symmetric: each off-diagonal block is computed once and read both along its rows and
+  down its columns. That halves the GEMM work.
+* Scores. One fp32 GEMM on rows augmented with their squared norms gives blocks of
+  -||x - y||^2 / 2, after centring the points (which shrinks the norms that the
+  rounding of this expanded form grows with).
+* Cheap selection. Each row keeps its c = k + margin best scores. A block is reduced by
+  a max over groups of 16 points; only groups whose max beats the row's current c-th
+  best are looked into. The points are first put in a locality order (recursive
+  principal-direction halving) and the diagonal blocks come first, so each list starts
+  close to final and later blocks have few such groups.
+* Exact distances. The candidates are re-measured as ||x - y|| in float64 (differences
+  of fp32 inputs are exact in float64). A rigorous bound on the fp32 rounding then
+  proves, row by row, that no point outside the candidates is nearer than the k-th;
+  rows where the proof fails (rare) are searched again in float64.
 
 Memory is bounded by the block size (scores are block x block), not by n^2. The same
 code runs on CUDA, with TF32 switched off so that the fp32 products are true fp32.
@@ -35,7 +39,7 @@ from idscaling.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-GROUP = 16  # columns reduced by one max before topk; blocks are padded to a multiple
+GROUP = 16  # points reduced by one max before selection; blocks are padded to a multiple
 _BIG = 1.0e30  # score of padding rows: below any real score, finite so 0 * _BIG is 0
 _U32 = 2.0**-24  # unit roundoff of fp32
 # working set of one float64 re-measuring chunk: cache-sized on a CPU, large on a GPU
