@@ -21,6 +21,7 @@ from idscaling.model import GPT, GPTConfig
 from idscaling.train import (
     TrainSettings,
     lr_at,
+    peak_flops,
     train_run,
     train_window_starts,
     val_window_starts,
@@ -113,6 +114,15 @@ def test_settings_take_defaults_and_reject_bad_values():
         TrainSettings.from_dict({"max_steps": 0})
     with pytest.raises(ConfigError, match="train.lr must be a number"):
         TrainSettings.from_dict({"lr": "1e-3"})  # YAML 1.1 reads 1e-3 (no dot) as a string
+
+
+def test_peak_flops_for_mfu_by_device_name_and_precision():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16", None) == pytest.approx(989.4e12)
+    assert peak_flops("NVIDIA H100 PCIe", "bf16", None) == pytest.approx(756e12)
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32", None) == pytest.approx(156e12)  # TF32
+    assert peak_flops("NVIDIA L40S", "bf16", None) == pytest.approx(362e12)  # not "L4"
+    assert peak_flops("Some Future GPU", "bf16", None) is None
+    assert peak_flops("Some Future GPU", "bf16", 1e15) == 1e15
 
 
 # ------------------------------------------------------------------------- data

@@ -123,3 +123,59 @@ def test_editing_readme_or_tests_plans_nothing(finished_run):
     (workdir / "tests").mkdir(exist_ok=True)
     (workdir / "tests" / "test_new.py").write_text("def test_x():\n    assert True\n")
     assert planned_jobs(workdir, "--configfile", "configs/test.yaml") == {}
+
+
+def _one_run_config(workdir: Path, name: str, **train) -> tuple[str, dict]:
+    config = load_config(workdir / "configs" / "test.yaml")
+    config["corpora"] = {"code": config["corpora"]["code"]}
+    config["models"] = {"mid": config["models"]["mid"]}
+    config["data_tokens"] = [16000]
+    config["train"].update(train)
+    write_config(workdir / f"{name}.yaml", config)
+    return f"{name}.yaml", config
+
+
+def test_sigkill_mid_training_resumes_from_checkpoint(tmp_path):
+    """Kill the whole workflow (SIGKILL) after a checkpoint; --rerun-incomplete resumes it."""
+    workdir = copy_workflow(tmp_path)
+    path, config = _one_run_config(workdir, "kill", max_steps=400, checkpoint_every=25,
+                                   eval_every=50, early_stop_patience=0)
+    run = workdir / "results" / "code" / "runs" / "mid" / "D16000" / "s0"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", path, str(run / "metrics.json")],
+        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    ckpt = run / "ckpt"
+    deadline = time.monotonic() + 300
+    while not (ckpt.exists() and any(ckpt.iterdir())):
+        assert proc.poll() is None, "the workflow ended before the first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.5)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+
+    snakemake(workdir, "--cores", "2", "--configfile", path, "--rerun-incomplete", str(run / "metrics.json"))
+    log = (workdir / "logs" / "code" / "train" / "mid_D16000_s0.log").read_text()
+    assert "resuming from checkpoint" in log
+    metrics = pd.read_json(run / "metrics.json", typ="series")
+    assert metrics["resumed_from"] > 0
+    assert metrics["steps"] == config["train"]["max_steps"]
+
+
+def test_failing_job_leaves_no_output_and_others_finish(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    config = load_config(workdir / "configs" / "test.yaml")
+    config["corpora"] = {"code": config["corpora"]["code"],
+                         "missing": {"source": "local", "path": "no/such/*.txt"}}
+    config["models"] = {"tiny": config["models"]["tiny"]}
+    config["data_tokens"] = [4000]
+    write_config(workdir / "fail.yaml", config)
+    proc = snakemake(workdir, "--cores", "2", "--configfile", "fail.yaml", "--keep-going", check=False)
+    assert proc.returncode != 0
+    assert "missing" in (workdir / "logs" / "missing" / "corpus.log").read_text()
+    left = [p for p in (workdir / "results").glob("missing/**/*") if p.is_file()]
+    assert left == []
+    assert (workdir / "results" / "code" / "runs" / "tiny" / "D4000" / "s0" / "metrics.json").exists()

@@ -43,21 +43,21 @@ OUTPUTS = ("model.safetensors", "config.json", "history.csv", "metrics.json")
 HISTORY_COLUMNS = ("step", "tokens", "lr", "train_loss", "val_loss", "elapsed_s")
 TIMING_WARMUP_STEPS = 5  # the first steps of a process compile and warm caches: not timed
 
-# Dense peak FLOP/s for bf16/fp16 tensor-core math, by device name (first match wins).
-# TF32 (precision fp32 on CUDA) runs at half these rates on Ampere and Hopper.
-PEAK_FLOPS_BF16 = (
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989.4e12),
-    ("H200", 989.4e12),
-    ("B200", 2250e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-    ("A10G", 70e12),
-    ("A10", 125e12),
-    ("4090", 165e12),
-    ("V100", 125e12),
+# Dense peak FLOP/s of one device by name (first match wins): (bf16/fp16 tensor cores,
+# fp32 matmuls, which means TF32 from Ampere on, since the engine turns TF32 on).
+PEAK_FLOPS = (
+    ("H100 PCIe", 756e12, 378e12),
+    ("H100 NVL", 835e12, 418e12),
+    ("H100", 989.4e12, 494.7e12),
+    ("H200", 989.4e12, 494.7e12),
+    ("B200", 2250e12, 1100e12),
+    ("A100", 312e12, 156e12),
+    ("L40S", 362e12, 183e12),
+    ("L4", 121e12, 60e12),
+    ("A10G", 70e12, 35e12),
+    ("A10", 125e12, 62.5e12),
+    ("4090", 165e12, 82.6e12),
+    ("V100", 125e12, 15.7e12),
 )
 
 
@@ -277,10 +277,11 @@ def choose_precision(precision: str, device_type: str) -> tuple[str, str]:
     """(fp32 | bf16 | fp16, why)."""
     if precision == "auto":
         if device_type != "cuda":
-            return "fp32", "precision auto on CPU: fp32 (bf16 autocast is slower on most CPUs)"
-        if torch.cuda.is_bf16_supported():
-            return "bf16", "precision auto on a GPU that supports bf16: bf16 autocast"
-        return "fp16", "precision auto on a GPU without bf16: fp16 autocast with loss scaling"
+            return "fp32", "precision auto on CPU means fp32"
+        # bf16 tensor cores arrived with Ampere (compute capability 8); older GPUs emulate it slowly
+        if torch.cuda.get_device_capability()[0] >= 8:
+            return "bf16", "precision auto on a GPU with bf16 tensor cores: bf16 autocast"
+        return "fp16", "precision auto on a GPU without bf16 tensor cores: fp16 autocast with loss scaling"
     if precision == "fp16" and device_type != "cuda":
         raise ConfigError("train.precision fp16 needs a CUDA device (loss scaling); use fp32 or bf16 on CPU")
     return precision, f"train.precision is {precision}"
@@ -297,9 +298,9 @@ def peak_flops(device_name: str, precision: str, override: float | None) -> floa
     """Peak FLOP/s of one accelerator at the run's precision, or None if unknown."""
     if override:
         return float(override)
-    for key, flops in PEAK_FLOPS_BF16:
+    for key, low_precision, fp32 in PEAK_FLOPS:
         if key in device_name:
-            return flops / 2 if precision == "fp32" else flops
+            return fp32 if precision == "fp32" else low_precision
     return None
 
 
