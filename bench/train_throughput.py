@@ -18,12 +18,6 @@ Goal: ratio (engine / baseline) >= 1.0.
 
 from __future__ import annotations
 
-import sys
-
-# `python bench/x.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow
-# the standard library's tokenize (which torch imports through inspect)
-sys.path = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
-
 import argparse
 import json
 import statistics
