@@ -140,10 +140,11 @@ def test_sigkill_mid_training_resumes_from_checkpoint(tmp_path):
     workdir = copy_workflow(tmp_path)
     path, config = _one_run_config(workdir, "kill", max_steps=400, checkpoint_every=25,
                                    eval_every=50, early_stop_patience=0)
+    target = "results/code/runs/mid/D16000/s0/metrics.json"  # relative: Snakemake matches rules on it
     run = workdir / "results" / "code" / "runs" / "mid" / "D16000" / "s0"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", path, str(run / "metrics.json")],
+        [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", path],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     ckpt = run / "ckpt"
@@ -157,7 +158,9 @@ def test_sigkill_mid_training_resumes_from_checkpoint(tmp_path):
     proc.wait()
     assert not (run / "metrics.json").exists()
 
-    snakemake(workdir, "--cores", "2", "--configfile", path, "--rerun-incomplete", str(run / "metrics.json"))
+    # A killed Snakemake leaves its lock behind; --unlock is the documented first step.
+    snakemake(workdir, "--unlock", "--configfile", path)
+    snakemake(workdir, target, "--cores", "2", "--rerun-incomplete", "--configfile", path)
     log = (workdir / "logs" / "code" / "train" / "mid_D16000_s0.log").read_text()
     assert "resuming from checkpoint" in log
     metrics = pd.read_json(run / "metrics.json", typ="series")
