@@ -21,27 +21,22 @@ Run: ``python bench/fit_laws.py [--repeats 3] [--bootstrap 1000] [--config confi
 """
 
 import os
-import sys
 
-# bench/ has a tokenize.py: with bench/ first on sys.path it would shadow the standard
-# library's tokenize, which pandas imports.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
 os.environ.setdefault("TQDM_DISABLE", "1")   # progress bars would only add noise here
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from scipy.optimize import OptimizeWarning, curve_fit  # noqa: E402
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import OptimizeWarning, curve_fit
 
-from idscaling import laws  # noqa: E402
-from idscaling.analysis import _fit_seed, fit_laws  # noqa: E402
+from idscaling import laws
+from idscaling.analysis import _fit_seed, fit_laws
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,21 +18,16 @@ Run: ``python bench/gpu_locks.py [--repeats 2000]``.
 from __future__ import annotations
 
 import os
-import sys
 
-# bench/tokenize.py would shadow the standard library's tokenize (imported by logging's
-# dependencies) while bench/ is first on sys.path.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
 
-import argparse  # noqa: E402
-import fcntl  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import fcntl
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
-from idscaling import gpu  # noqa: E402
+from idscaling import gpu
 
 
 def timed(fns, repeats):

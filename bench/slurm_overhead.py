@@ -22,18 +22,14 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/tokenize.py would shadow the standard library's tokenize while bench/ is first
-# on sys.path.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_ARGS = ["--default-resources", "mem_mb=200", "runtime=5",

@@ -20,23 +20,18 @@ Run: ``python bench/tokenize.py [--threads 2] [--repeats 5]``.
 """
 
 import os
-import sys
 
-# This file is named tokenize.py: with bench/ first on sys.path, `import tokenize` (which
-# inspect and linecache do) would import this script instead of the standard library's.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
 # Progress bars would only add noise here (tqdm reads this when it is imported).
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow.parquet as pq
 
 
 def timed(fns, repeats):
