@@ -90,3 +90,10 @@ def test_default_config_dry_run(tmp_path):
     assert jobs["corpus"] == jobs["tokenize"] == jobs["embed"] == len(config["corpora"])
     assert jobs["subset"] == len(config["corpora"]) * len(config["data_tokens"])
     assert jobs["laws"] == 1
+
+
+def test_lint_reports_nothing(tmp_path):
+    copy_workflow(tmp_path)
+    proc = snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr

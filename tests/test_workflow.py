@@ -72,6 +72,14 @@ def test_rerun_unchanged_has_nothing_to_do(finished_run):
     assert planned_jobs(workdir, "--configfile", "configs/test.yaml") == {}
 
 
+def test_report_bundles_tables_and_figures(finished_run):
+    workdir, _ = finished_run
+    snakemake(workdir, "--report", "report.html", "--configfile", "configs/test.yaml")
+    report = (workdir / "report.html").read_text(errors="replace")
+    for name in ["data_scaling.png", "exponents.png", "laws.csv", "summary.md"]:
+        assert name in report
+
+
 def _variant(workdir: Path, name: str, change) -> str:
     config = load_config(workdir / "configs" / "test.yaml")
     change(config)
