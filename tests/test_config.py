@@ -97,3 +97,14 @@ def test_lint_reports_nothing(tmp_path):
     proc = snakemake(tmp_path, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_paper_config_dry_run(tmp_path):
+    """The paper's grid plans 576 training runs, hub corpora fetched as local jobs."""
+    copy_workflow(tmp_path)
+    config = load_config(tmp_path / "configs" / "paper.yaml")
+    assert {spec["source"] for spec in config["corpora"].values()} == {"hf"}
+    assert config["tokenizer"] == {"kind": "pretrained", "name": "gpt2"}
+    jobs = planned_jobs(tmp_path, "--configfile", "configs/paper.yaml")
+    assert jobs["train"] == 3 * 8 * 8 * 3
+    assert jobs["corpus"] == 3 and jobs["embed"] == 3
