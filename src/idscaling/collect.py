@@ -15,9 +15,10 @@ LOSS_COLUMNS = [
     "tokens", "seed", "steps", "epochs", "best_val_loss", "final_val_loss", "train_loss",
     "wall_s", "device",
 ]
+# DESIGN.md's columns first, in its order; then what says how each estimate was made.
 ID_COLUMNS = [
-    "corpus", "embedder", "layer", "estimator", "k", "metric", "protocol", "n_points",
-    "n_duplicates", "id", "ci_low", "ci_high",
+    "corpus", "embedder", "layer", "estimator", "k", "metric", "n_points", "id", "ci_low",
+    "ci_high", "protocol", "n_duplicates",
 ]
 
 # The layout is the contract: results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json
