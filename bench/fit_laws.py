@@ -25,8 +25,6 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")   # progress bars would only add noise here
 
 import argparse
-import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -37,20 +35,11 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from idscaling import laws
 from idscaling.analysis import _fit_seed, fit_laws
+from timing import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(fns, repeats):
-    """Median seconds of each function, run round-robin so that load hits all alike."""
-    times = [[] for _ in fns]
-    results = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            results[i] = fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times], results
 
 
 def default_losses(config_path: Path, seed: int = 0) -> pd.DataFrame:

@@ -26,25 +26,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import argparse
 import logging
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from timing import timed
 
 
-def timed(fns, repeats):
-    """Median seconds of each function, run round-robin so that a change in the
-    machine's load hits them all alike."""
-    times = [[] for _ in fns]
-    results = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            results[i] = fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times], results
 
 
 def main() -> None:
