@@ -48,24 +48,22 @@ def _model_exponent(d: float, s: float) -> float:
     return 2 * s / d
 
 
-def _check_id(value: float, what: str) -> float:
+def _positive(value: float, what: str, error: type) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{what}: not a number: {value!r}") from None
+        raise error(f"{what}: not a number: {value!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise DataError(f"{what} must be finite and positive, got {value}")
+        raise error(f"{what} must be finite and positive, got {value}")
     return value
 
 
+def _check_id(value: float, what: str) -> float:
+    return _positive(value, what, DataError)
+
+
 def _check_smoothness(s: float) -> float:
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        raise ConfigError(f"theory.smoothness: not a number: {s!r}") from None
-    if not math.isfinite(s) or s <= 0:
-        raise ConfigError(f"theory.smoothness must be finite and positive, got {s}")
-    return s
+    return _positive(s, "theory.smoothness", ConfigError)
 
 
 def predict_exponents(id: float, smoothness: float = 1.0,
