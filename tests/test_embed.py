@@ -136,6 +136,28 @@ def test_context_truncates(trained, tmp_path):
                      tokenizer=trained / "tokenizer.json", context=100, **FAST)
 
 
+def test_min_position_skips_early_positions(trained, tmp_path):
+    long = " ".join(f"w{i}" for i in range(200))
+    pd.DataFrame({"id": [0], "text": [long]}).to_parquet(tmp_path / "long.parquet")
+    kwargs = dict(tokenizer=trained / "tokenizer.json", tokens_per_doc=1000, context=40, **FAST)
+    full = embed_corpus(str(trained / "model"), tmp_path / "long.parquet", tmp_path / "a",
+                        **kwargs)
+    late = embed_corpus(str(trained / "model"), tmp_path / "long.parquet", tmp_path / "b",
+                        min_position=30, **kwargs)
+    assert (full["n_points"], late["n_points"], late["min_position"]) == (40, 10, 30)
+    # the kept rows are the last 10 states of the same forward pass
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "layer2.npy"),
+                               np.load(tmp_path / "a" / "layer2.npy")[30:], rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(DataError, match="first 40 positions"):
+        embed_corpus(str(trained / "model"), tmp_path / "long.parquet", tmp_path / "c",
+                     min_position=40, **kwargs)
+    with pytest.raises(ConfigError, match="min_position"):
+        embed_corpus(str(trained / "model"), tmp_path / "long.parquet", tmp_path / "d",
+                     min_position=-1, **kwargs)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_stale_layers_removed_and_failures_leave_nothing(trained, tmp_path, monkeypatch):
     out = tmp_path / "emb"
     embed_corpus(str(trained / "model"), trained / "val.parquet", out,

@@ -61,6 +61,30 @@ def test_next_symbol_laws_have_the_chosen_dimension(manifold, dims):
     assert all(a < b for a, b in zip(estimates, estimates[1:])), estimates
 
 
+def test_teacher_layer_keeps_the_dimension_and_bends_the_law():
+    estimates = []
+    for d in (2, 4, 8):
+        source = LatentMarkovSource(d, seed=1, vocab=64, hidden=64, markov=0.0)
+        latents = source.sample_latents(np.random.default_rng(0), 3000)
+        X = centred_log_probs(source, latents, prev=None)
+        estimates.append(mle_id(X))
+        # Looser than without the teacher: at d = 8 the bends show at the scale of the
+        # 20th neighbour among 3000 points, and the MLE reads them as extra dimensions.
+        assert estimates[-1] == pytest.approx(d, rel=0.35), (d, estimates[-1])
+        # Bent: the logits no longer lie in the 2d-dimensional span of phi(z). Without
+        # the teacher, 2d principal components hold all of their variance.
+        flat = LatentMarkovSource(d, seed=1, vocab=64, markov=0.0)
+        for src, bent in ((source, True), (flat, False)):
+            L = src.logits(latents)
+            sv = np.linalg.svd(L - L.mean(axis=0), compute_uv=False) ** 2
+            outside = sv[2 * d:].sum() / sv.sum()
+            assert (outside > 0.05) if bent else (outside < 1e-12), (d, bent, outside)
+    assert estimates == sorted(estimates)
+    # the logits keep the spread that `signal` sets, as without the teacher
+    z = source.sample_latents(np.random.default_rng(2), 2000)
+    assert source.logits(z).std(axis=1).mean() == pytest.approx(3.0, rel=0.3)
+
+
 def test_dimension_is_the_same_at_the_start_of_a_document():
     source = LatentMarkovSource(4, seed=2)
     latents = source.sample_latents(np.random.default_rng(0), 2000)
@@ -198,7 +222,7 @@ def test_more_documents_extend_the_same_corpus():
 def test_options_other_than_the_seed_change_the_corpus():
     base = generate_documents(2, 4, doc_tokens=32, progress=False)
     for option in ({"noise": 0.3}, {"signal": 1.0}, {"markov": 0.0}, {"harmonics": 2},
-                   {"manifold": "sphere"}):
+                   {"manifold": "sphere"}, {"hidden": 16}, {"hidden": 16, "gain": 1.0}):
         assert generate_documents(2, 4, doc_tokens=32, progress=False, **option) != base
 
 
@@ -226,6 +250,9 @@ def test_unknown_option_is_named():
     ((2, 5), {"manifold": "cube"}, "manifold"),
     ((2, 5), {"manifold": "sphere", "harmonics": 2}, "harmonics"),
     ((2, 5), {"seed": -1}, "seed"),
+    ((2, 5), {"hidden": -1}, "hidden"),
+    ((2, 5), {"hidden": 1.5}, "hidden"),
+    ((2, 5), {"gain": -1.0}, "gain"),
 ])
 def test_bad_values_are_rejected_by_name(args, kwargs, key):
     with pytest.raises(ConfigError, match=key):

@@ -55,7 +55,8 @@ class _Reference:
 
 def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path | None,
                  layer: int | str | Sequence[int] = -1, docs: int = 4000,
-                 tokens_per_doc: int = 32, max_points: int | None = None,
+                 tokens_per_doc: int = 32, min_position: int = 0,
+                 max_points: int | None = None,
                  context: int | None = None, batch_size: int = 32, seed: int = 0,
                  dtype: str = "float32", device: str | None = None,
                  threads: int | None = None, model_dtype: str = "float32",
@@ -69,6 +70,9 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     layer: an index into hidden_states (negative counts from the end), a list of them,
     or "all". docs: documents sampled (seeded, without replacement; all if fewer).
     tokens_per_doc: positions kept per document after a seeded shuffle.
+    min_position: positions before this index of a (truncated) document are never
+    picked, for protocols that want each state to have seen at least this much context
+    (the synthetic corpora: early positions have not yet identified the latent point).
     max_points: cap on the total (a seeded subsample of the kept positions).
     context: truncation length in tokens (default: the model's maximum).
     dtype: storage dtype of the .npy files, "float32" or "float16"; model_dtype: the
@@ -82,6 +86,8 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     t0 = time.perf_counter()
     val_docs, out_dir = Path(val_docs), Path(out_dir)
     _check_positive(docs=docs, tokens_per_doc=tokens_per_doc, batch_size=batch_size)
+    if isinstance(min_position, bool) or not isinstance(min_position, int) or min_position < 0:
+        raise ConfigError(f"min_position must be a non-negative integer, got {min_position!r}")
     if max_points is not None:
         _check_positive(max_points=max_points)
     if context is not None:
@@ -114,12 +120,14 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                      n_avail, docs)
         texts = [texts_all[i] for i in chosen]
         encoded = ref.encode(texts, context)
-        picks = _pick_positions(encoded, tokens_per_doc, max_points, seed)
+        picks = _pick_positions(encoded, tokens_per_doc, max_points, seed, min_position)
         n_points = sum(len(p) for p in picks)
         n_used = sum(1 for p in picks if len(p))
         if n_points == 0:
             raise DataError(f"no token positions to embed in {val_docs}: the sampled "
-                            "documents are empty after dropping special tokens")
+                            "documents are empty after dropping special tokens"
+                            + (f" and the first {min_position} positions" if min_position
+                               else ""))
         log.info("embedding %d token positions from %d of %d sampled documents "
                  "(layers %s, context %d, model %s)", n_points, n_used, len(texts),
                  layers, context, model)
@@ -160,6 +168,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         "layers": layers, "n_hidden_states": ref.n_layers + 1,
         "n_docs_available": n_avail, "n_docs": len(texts), "n_docs_used": n_used,
         "n_points": n_points, "dim": dim, "tokens_per_doc": tokens_per_doc,
+        "min_position": min_position,
         "max_points": max_points, "context": context, "seed": seed, "dtype": dtype,
         "model_dtype": model_dtype, "device": str(dev), "val_docs": str(val_docs),
         "elapsed_s": time.perf_counter() - t0,
@@ -296,14 +305,16 @@ def _resolve_layers(layer: int | str | Sequence[int], n_layers: int) -> list[int
 
 
 def _pick_positions(encoded: list[tuple[list[int], list[bool]]], tokens_per_doc: int,
-                    max_points: int | None, seed: int) -> list[np.ndarray]:
+                    max_points: int | None, seed: int,
+                    min_position: int = 0) -> list[np.ndarray]:
     """Positions to embed in each document: a seeded shuffle of the positions that are
-    not special tokens, the first tokens_per_doc of it, then a seeded cap on the total.
-    Each document's positions are returned in ascending order."""
+    not special tokens and not before min_position, the first tokens_per_doc of it, then
+    a seeded cap on the total. Each document's positions are returned in ascending order."""
     rng = np.random.default_rng([seed, 1])
     picks = []
     for ids, drop in encoded:
         valid = np.flatnonzero(~np.asarray(drop, dtype=bool)) if ids else np.zeros(0, int)
+        valid = valid[valid >= min_position]
         picks.append(np.sort(rng.permutation(valid)[:tokens_per_doc]))
     total = sum(len(p) for p in picks)
     if max_points is not None and total > max_points:

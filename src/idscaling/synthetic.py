@@ -13,7 +13,20 @@ Each document draws a latent point z, uniformly, on a d-dimensional manifold M:
   blowing up the Lipschitz constant. F = 2dH features.
 * ``manifold="sphere"``: the unit sphere S^d in R^(d+1), phi(z) = z. F = d + 1.
 
-In both cases |phi(z)| is the same for every z. The document is then a chain of
+In both cases |phi(z)| is the same for every z.
+
+Optionally (``hidden`` = m > 0) a random one-layer teacher sits between the manifold and
+the logits: the features become h(z) = tanh(g (A phi(z) + b)) with A (m x F) and b
+Gaussian, unit-variance pre-activations and gain g = ``gain``, as in the random-teacher
+experiments of Sharma & Kaplan (2020). Without it the logits are linear in phi(z) and
+the ideal predictor is nearly linear in the symbol counts of the document so far (the
+posterior over each angle is about von Mises), a parametric problem whose sample
+complexity grows with d only through a constant. With it the map from z to the
+next-symbol law bends in every direction of M, so learning it is a regression on a
+d-dimensional manifold, the setting of the theory. W then multiplies h(z) instead of
+phi(z).
+
+The document is then a chain of
 ``doc_tokens`` symbols from a vocabulary of V symbols, where symbol t is drawn from
 
     p(. | z, s) = (1 - eps) softmax(tau W phi(z) + mu U[s]) + eps / V,
@@ -21,7 +34,8 @@ In both cases |phi(z)| is the same for every z. The document is then a chain of
 where s is the previous symbol (for the first symbol, U[s] = 0), W (V x F) and U
 (V x V) are Gaussian and fixed by the seed, tau = ``signal``, mu = ``markov`` and
 eps = ``noise``. W is scaled so that every entry of W phi(z) has variance 1 over the
-draw of W whatever d is (|phi| is constant, so this holds at every z). The spread of
+draw of W whatever d is (|phi| is constant, so this holds at every z; with the teacher,
+|h(z)| varies and the scale uses its mean square over a fixed sample of z). The spread of
 the logits, and so the entropy of p and the amount a model gains by knowing z, stays
 about the same across d. Only the number of directions in which z can move changes.
 
@@ -34,7 +48,9 @@ Why the dimension is d
    almost surely when F <= V - 1, and for a generic projection of a d-manifold it holds
    when V - 1 >= 2d + 1 (Whitney). The next-symbol laws of the corpus are then V + 1
    copies (one for each previous symbol and one for the start) of a d-dimensional
-   manifold. `tests/test_synthetic.py` checks this: the estimated ID (MLE and TwoNN)
+   manifold. With the teacher the same holds when h is injective on M, which for a
+   generic A needs m >= 2d + 1 and a gain that does not saturate every unit.
+   `tests/test_synthetic.py` checks this: the estimated ID (MLE and TwoNN)
    of the centred log-probabilities log p(. | z, s), the logits of the law, over a
    few thousand documents is within 20% of d for d = 2, 4, 8. (On p itself, the
    estimates fall short for d = 8 with the default signal: the softmax bends the
@@ -121,18 +137,20 @@ class LatentMarkovSource:
     document, >= 2), noise (probability that a symbol is replaced by a uniform one,
     in [0, 1)), manifold ("torus" or "sphere"), harmonics (torus only, >= 1), signal
     (tau, the scale of the z-dependent logits, >= 0), markov (mu, the scale of the
-    previous-symbol logits, >= 0). Unknown options raise ConfigError.
+    previous-symbol logits, >= 0), hidden (width of the teacher layer; 0, the default,
+    makes the logits linear in phi(z)), gain (the teacher layer's steepness, >= 0).
+    Unknown options raise ConfigError.
     """
 
     def __init__(self, latent_dim: int, *, seed: int = 0, vocab: int = 32,
                  doc_tokens: int = 128, noise: float = 0.05, manifold: str = "torus",
                  harmonics: int = 1, signal: float = 3.0, markov: float = 1.0,
-                 **unknown):
+                 hidden: int = 0, gain: float = 2.0, **unknown):
         if unknown:
             raise ConfigError(
                 f"synthetic corpus: unknown option(s) {', '.join(sorted(unknown))}; "
                 "known: latent_dim, seed, vocab, doc_tokens, noise, manifold, harmonics, "
-                "signal, markov")
+                "signal, markov, hidden, gain")
         self.latent_dim = _check_int("latent_dim", latent_dim, 1)
         self.seed = _check_int("seed", seed, 0)
         self.vocab = _check_int("vocab", vocab, 2, MAX_VOCAB)
@@ -141,6 +159,8 @@ class LatentMarkovSource:
         self.signal = _check_float("signal", signal, 0.0)
         self.markov = _check_float("markov", markov, 0.0)
         self.harmonics = _check_int("harmonics", harmonics, 1)
+        self.hidden = _check_int("hidden", hidden, 0)
+        self.gain = _check_float("gain", gain, 0.0)
         if manifold not in MANIFOLDS:
             raise ConfigError(
                 f"synthetic corpus: manifold must be one of {MANIFOLDS}, got {manifold!r}")
@@ -161,13 +181,29 @@ class LatentMarkovSource:
         # share the same previous-symbol table U: only the latent part changes.
         w_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 0])
         u_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 1])
-        # Unit-variance logits at every z: |phi(z)|^2 is constant, so divide by it.
-        self.W = w_rng.standard_normal((v, self.n_features)) / math.sqrt(self._phi_norm2)
         self.U = u_rng.standard_normal((v, v))
+        if self.hidden:
+            # The teacher's layer: unit-variance pre-activations (|phi|^2 is constant),
+            # times `gain`, plus a unit-variance bias so that units bend in different places.
+            t_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 2])
+            self.A = (self.gain * t_rng.standard_normal((self.hidden, self._phi_dim))
+                      / math.sqrt(self._phi_norm2))
+            self.b = self.gain * t_rng.standard_normal(self.hidden)
+            # |h(z)| varies with z: scale by its mean square over a fixed sample of z.
+            z = self.sample_latents(np.random.default_rng([self.seed, _PARAMS_STREAM, 3]), 4096)
+            norm2 = float((self.features(z) ** 2).sum(axis=1).mean())
+        else:
+            norm2 = self._phi_norm2  # constant in z
+        # Unit-variance logits (over the draw of W) at every z, whatever d is.
+        self.W = w_rng.standard_normal((v, self.n_features)) / math.sqrt(norm2)
         self.words = symbol_words(v)
 
     @property
     def n_features(self) -> int:
+        return self.hidden or self._phi_dim
+
+    @property
+    def _phi_dim(self) -> int:
         if self.manifold == "sphere":
             return self.latent_dim + 1
         return 2 * self.latent_dim * self.harmonics
@@ -186,7 +222,12 @@ class LatentMarkovSource:
         return rng.uniform(0.0, 2 * np.pi, size=(n, self.latent_dim))
 
     def features(self, latents: np.ndarray) -> np.ndarray:
-        """phi(z): the smooth embedding of the manifold that the logits depend on."""
+        """The features the logits are linear in: phi(z), or the teacher's tanh(A phi(z) + b)."""
+        phi = self.embedding(latents)
+        return np.tanh(phi @ self.A.T + self.b) if self.hidden else phi
+
+    def embedding(self, latents: np.ndarray) -> np.ndarray:
+        """phi(z): the smooth embedding of the manifold."""
         latents = np.asarray(latents, dtype=np.float64)
         if self.manifold == "sphere":
             return latents
@@ -268,7 +309,7 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
 
     Each document is `doc_tokens` two-letter words separated by spaces (see the module
     docstring for the process and why its dimension is `latent_dim`). Other options:
-    harmonics, signal, markov (see `LatentMarkovSource`); an unknown option raises
+    harmonics, signal, markov, hidden, gain (see `LatentMarkovSource`); an unknown option raises
     ConfigError naming it. The same seed and options give the same documents, and
     document i does not depend on n_docs.
     """
@@ -277,9 +318,10 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
     docs = [text for block in source.iter_blocks(n_docs, progress=progress)
             for text in source.render(block.symbols)]
     log.info("synthetic corpus: %d documents x %d symbols, latent_dim=%d on a %s, "
-             "vocab=%d, noise=%g, signal=%g, markov=%g, harmonics=%d, seed=%d",
-             n_docs, source.doc_tokens, source.latent_dim, source.manifold, source.vocab,
-             source.noise, source.signal, source.markov, source.harmonics, source.seed)
+             "vocab=%d, noise=%g, signal=%g, markov=%g, harmonics=%d, hidden=%d, gain=%g, "
+             "seed=%d", n_docs, source.doc_tokens, source.latent_dim, source.manifold,
+             source.vocab, source.noise, source.signal, source.markov, source.harmonics,
+             source.hidden, source.gain, source.seed)
     return docs
 
 
