@@ -85,6 +85,34 @@ def test_teacher_layer_keeps_the_dimension_and_bends_the_law():
     assert source.logits(z).std(axis=1).mean() == pytest.approx(3.0, rel=0.3)
 
 
+def test_random_field_has_the_chosen_dimension():
+    estimates = []
+    for d in (2, 4, 8):
+        source = LatentMarkovSource(d, seed=1, vocab=64, manifold="sphere", modes=256,
+                                    bandwidth=0.5, markov=0.0)
+        latents = source.sample_latents(np.random.default_rng(0), 3000)
+        estimates.append(mle_id(centred_log_probs(source, latents, prev=None)))
+        assert estimates[-1] == pytest.approx(d, rel=0.25), (d, estimates[-1])
+    assert estimates == sorted(estimates)
+    z = source.sample_latents(np.random.default_rng(2), 2000)
+    assert source.logits(z).std(axis=1).mean() == pytest.approx(3.0, rel=0.3)
+
+
+@pytest.mark.parametrize("nu", [0.5, 1.0, 2.0])
+def test_random_field_spectrum_has_the_chosen_smoothness(nu):
+    # A Matern-nu field's spectral density falls as |k|^-(2 nu + dim), so |k| has a
+    # Pareto tail of index 2 nu: the Hill estimator on the largest |k| reads it.
+    source = LatentMarkovSource(3, manifold="sphere", modes=40_000, smoothness=nu)
+    norms = np.sort(np.linalg.norm(source.K, axis=1))[::-1]
+    top = norms[:800]
+    hill = 1.0 / np.log(top[:-1] / top[-1]).mean()
+    assert hill == pytest.approx(2 * nu, rel=0.15), (nu, hill)
+    # the bandwidth scales the frequencies and nothing else
+    wide = LatentMarkovSource(3, manifold="sphere", modes=40_000, smoothness=nu,
+                              bandwidth=2.0)
+    np.testing.assert_allclose(wide.K, 2.0 * source.K)
+
+
 def test_dimension_is_the_same_at_the_start_of_a_document():
     source = LatentMarkovSource(4, seed=2)
     latents = source.sample_latents(np.random.default_rng(0), 2000)
@@ -222,7 +250,10 @@ def test_more_documents_extend_the_same_corpus():
 def test_options_other_than_the_seed_change_the_corpus():
     base = generate_documents(2, 4, doc_tokens=32, progress=False)
     for option in ({"noise": 0.3}, {"signal": 1.0}, {"markov": 0.0}, {"harmonics": 2},
-                   {"manifold": "sphere"}, {"hidden": 16}, {"hidden": 16, "gain": 1.0}):
+                   {"manifold": "sphere"}, {"hidden": 16}, {"hidden": 16, "gain": 1.0},
+                   {"manifold": "sphere", "modes": 32},
+                   {"manifold": "sphere", "modes": 32, "smoothness": 2.0},
+                   {"manifold": "sphere", "modes": 32, "bandwidth": 2.0}):
         assert generate_documents(2, 4, doc_tokens=32, progress=False, **option) != base
 
 
@@ -253,6 +284,10 @@ def test_unknown_option_is_named():
     ((2, 5), {"hidden": -1}, "hidden"),
     ((2, 5), {"hidden": 1.5}, "hidden"),
     ((2, 5), {"gain": -1.0}, "gain"),
+    ((2, 5), {"modes": 8}, "modes"),  # a random field needs the sphere
+    ((2, 5), {"manifold": "sphere", "modes": 8, "hidden": 4}, "modes"),
+    ((2, 5), {"manifold": "sphere", "modes": 8, "smoothness": 0.0}, "smoothness"),
+    ((2, 5), {"manifold": "sphere", "modes": 8, "bandwidth": 0}, "bandwidth"),
 ])
 def test_bad_values_are_rejected_by_name(args, kwargs, key):
     with pytest.raises(ConfigError, match=key):

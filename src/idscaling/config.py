@@ -109,7 +109,8 @@ def _check_semantics(config: dict) -> None:
     if tok["kind"] == "pretrained" and not tok.get("name"):
         raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")
     synthetic_keys = {"latent_dim", "docs", "seed", "vocab", "doc_tokens", "noise",
-                      "manifold", "signal", "markov", "harmonics", "hidden", "gain"}
+                      "manifold", "signal", "markov", "harmonics", "hidden", "gain", "modes",
+                      "smoothness"}
     for name, spec in config["corpora"].items():
         if spec["source"] != "builtin":
             continue

@@ -26,6 +26,15 @@ next-symbol law bends in every direction of M, so learning it is a regression on
 d-dimensional manifold, the setting of the theory. W then multiplies h(z) instead of
 phi(z).
 
+Or (``modes`` = M > 0, sphere only) each logit is a sample of a Matern random field on
+R^(d+1) restricted to S^d, with smoothness nu = ``smoothness``: h_j(z) = sqrt(2/M)
+cos(k_j . z + c_j) with frequencies k_j drawn from the field's spectral density (a
+Student t with 2 nu degrees of freedom, scaled by ``bandwidth``) and uniform phases c_j
+(random Fourier features). The spectrum decays as |k|^-(2 nu + d + 1), so the logits
+are Hoelder-nu functions of z: the function class whose minimax rate n^(-2s/(2s+d)) the theory's
+exponent comes from, with s = nu known. The teacher, by contrast, is analytic (s is
+unbounded), for which the theory predicts a data exponent near 1 whatever d is.
+
 The document is then a chain of
 ``doc_tokens`` symbols from a vocabulary of V symbols, where symbol t is drawn from
 
@@ -138,19 +147,23 @@ class LatentMarkovSource:
     in [0, 1)), manifold ("torus" or "sphere"), harmonics (torus only, >= 1), signal
     (tau, the scale of the z-dependent logits, >= 0), markov (mu, the scale of the
     previous-symbol logits, >= 0), hidden (width of the teacher layer; 0, the default,
-    makes the logits linear in phi(z)), gain (the teacher layer's steepness, >= 0).
+    makes the logits linear in phi(z)), gain (the teacher layer's steepness, >= 0),
+    modes (M > 0: each logit is a Matern random field on the sphere, M random Fourier
+    modes), smoothness (the field's nu > 0: its Hoelder smoothness, the theory's s),
+    bandwidth (the field's inverse length scale, > 0).
     Unknown options raise ConfigError.
     """
 
     def __init__(self, latent_dim: int, *, seed: int = 0, vocab: int = 32,
                  doc_tokens: int = 128, noise: float = 0.05, manifold: str = "torus",
                  harmonics: int = 1, signal: float = 3.0, markov: float = 1.0,
-                 hidden: int = 0, gain: float = 2.0, **unknown):
+                 hidden: int = 0, gain: float = 2.0, modes: int = 0,
+                 smoothness: float = 1.0, bandwidth: float = 1.0, **unknown):
         if unknown:
             raise ConfigError(
                 f"synthetic corpus: unknown option(s) {', '.join(sorted(unknown))}; "
                 "known: latent_dim, seed, vocab, doc_tokens, noise, manifold, harmonics, "
-                "signal, markov, hidden, gain")
+                "signal, markov, hidden, gain, modes, smoothness, bandwidth")
         self.latent_dim = _check_int("latent_dim", latent_dim, 1)
         self.seed = _check_int("seed", seed, 0)
         self.vocab = _check_int("vocab", vocab, 2, MAX_VOCAB)
@@ -161,6 +174,12 @@ class LatentMarkovSource:
         self.harmonics = _check_int("harmonics", harmonics, 1)
         self.hidden = _check_int("hidden", hidden, 0)
         self.gain = _check_float("gain", gain, 0.0)
+        self.modes = _check_int("modes", modes, 0)
+        self.smoothness = _check_float("smoothness", smoothness, 0.0)
+        self.bandwidth = _check_float("bandwidth", bandwidth, 0.0)
+        for key in ("smoothness", "bandwidth"):
+            if getattr(self, key) == 0.0:
+                raise ConfigError(f"synthetic corpus: {key} must be > 0, got 0.0")
         if manifold not in MANIFOLDS:
             raise ConfigError(
                 f"synthetic corpus: manifold must be one of {MANIFOLDS}, got {manifold!r}")
@@ -169,6 +188,11 @@ class LatentMarkovSource:
                 "synthetic corpus: harmonics applies to the torus only; the sphere uses "
                 f"its coordinates (harmonics=1), got harmonics={harmonics}")
         self.manifold = manifold
+        if self.modes and (manifold != "sphere" or self.hidden):
+            raise ConfigError(
+                "synthetic corpus: modes (a random field on the sphere) replaces the "
+                "teacher: use it with manifold=sphere and hidden=0 (got "
+                f"manifold={manifold}, hidden={hidden})")
 
         d, v = self.latent_dim, self.vocab
         if 2 * d + 1 > v - 1:
@@ -182,6 +206,15 @@ class LatentMarkovSource:
         w_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 0])
         u_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 1])
         self.U = u_rng.standard_normal((v, v))
+        if self.modes:
+            # A Matern-nu random field on R^(d+1), restricted to S^d: frequencies drawn
+            # from its spectral density, a multivariate Student t with 2 nu degrees of
+            # freedom and scale `bandwidth`, with uniform phases.
+            f_rng = np.random.default_rng([self.seed, _PARAMS_STREAM, 4])
+            g = f_rng.standard_normal((self.modes, self.latent_dim + 1))
+            u = f_rng.chisquare(2 * self.smoothness, size=(self.modes, 1))
+            self.K = self.bandwidth * g * np.sqrt(2 * self.smoothness / u)
+            self.phase = f_rng.uniform(0.0, 2 * np.pi, self.modes)
         if self.hidden:
             # The teacher's layer: unit-variance pre-activations (|phi|^2 is constant),
             # times `gain`, plus a unit-variance bias so that units bend in different places.
@@ -192,6 +225,9 @@ class LatentMarkovSource:
             # |h(z)| varies with z: scale by its mean square over a fixed sample of z.
             z = self.sample_latents(np.random.default_rng([self.seed, _PARAMS_STREAM, 3]), 4096)
             norm2 = float((self.features(z) ** 2).sum(axis=1).mean())
+        elif self.modes:
+            z = self.sample_latents(np.random.default_rng([self.seed, _PARAMS_STREAM, 3]), 4096)
+            norm2 = float((self.features(z) ** 2).sum(axis=1).mean())
         else:
             norm2 = self._phi_norm2  # constant in z
         # Unit-variance logits (over the draw of W) at every z, whatever d is.
@@ -200,7 +236,7 @@ class LatentMarkovSource:
 
     @property
     def n_features(self) -> int:
-        return self.hidden or self._phi_dim
+        return self.modes or self.hidden or self._phi_dim
 
     @property
     def _phi_dim(self) -> int:
@@ -222,7 +258,11 @@ class LatentMarkovSource:
         return rng.uniform(0.0, 2 * np.pi, size=(n, self.latent_dim))
 
     def features(self, latents: np.ndarray) -> np.ndarray:
-        """The features the logits are linear in: phi(z), or the teacher's tanh(A phi(z) + b)."""
+        """The features the logits are linear in: phi(z), the teacher's tanh(A phi(z) + b),
+        or the random field's sqrt(2 / M) cos(K z + phase)."""
+        if self.modes:
+            z = np.asarray(latents, dtype=np.float64)
+            return math.sqrt(2.0 / self.modes) * np.cos(z @ self.K.T + self.phase)
         phi = self.embedding(latents)
         return np.tanh(phi @ self.A.T + self.b) if self.hidden else phi
 
@@ -309,7 +349,7 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
 
     Each document is `doc_tokens` two-letter words separated by spaces (see the module
     docstring for the process and why its dimension is `latent_dim`). Other options:
-    harmonics, signal, markov, hidden, gain (see `LatentMarkovSource`); an unknown option raises
+    harmonics, signal, markov, hidden, gain, modes, smoothness, bandwidth (see `LatentMarkovSource`); an unknown option raises
     ConfigError naming it. The same seed and options give the same documents, and
     document i does not depend on n_docs.
     """
@@ -319,9 +359,10 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
             for text in source.render(block.symbols)]
     log.info("synthetic corpus: %d documents x %d symbols, latent_dim=%d on a %s, "
              "vocab=%d, noise=%g, signal=%g, markov=%g, harmonics=%d, hidden=%d, gain=%g, "
-             "seed=%d", n_docs, source.doc_tokens, source.latent_dim, source.manifold,
-             source.vocab, source.noise, source.signal, source.markov, source.harmonics,
-             source.hidden, source.gain, source.seed)
+             "modes=%d, smoothness=%g, bandwidth=%g, seed=%d", n_docs, source.doc_tokens,
+             source.latent_dim, source.manifold, source.vocab, source.noise, source.signal,
+             source.markov, source.harmonics, source.hidden, source.gain, source.modes,
+             source.smoothness, source.bandwidth, source.seed)
     return docs
 
 
