@@ -20,7 +20,9 @@ from idscaling.errors import ConfigError, DataError, TrainingError
 from idscaling.model import GPT, GPTConfig
 from idscaling.train import (
     TrainSettings,
+    cooldown_after,
     lr_at,
+    planned_cooldown,
     peak_flops,
     train_run,
     train_window_starts,
@@ -101,6 +103,22 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert all(a >= b for a, b in zip(lrs[9:110], lrs[10:111]))  # cosine falls
     assert lrs[60] == pytest.approx(0.55e-3)  # half way: mean of peak and floor
     assert lrs[110] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
+
+
+def test_wsd_schedule_is_constant_then_decays_linearly_to_floor():
+    s = TrainSettings(lr=1e-3, min_lr_ratio=0.1, warmup_steps=10, max_steps=120,
+                      schedule="wsd", cooldown_fraction=0.2)
+    assert planned_cooldown(s) == (100, 20)  # 20 steps: a fifth of the 100 before it
+    lrs = [lr_at(i, s) for i in range(130)]
+    assert lrs[0] == pytest.approx(1e-4) and all(x == 1e-3 for x in lrs[9:100])
+    assert all(a > b for a, b in zip(lrs[99:119], lrs[100:120]))  # the decay falls
+    steps = np.diff(lrs[100:120])
+    assert np.allclose(steps, steps[0])  # linearly
+    assert lrs[119] == pytest.approx(1e-4) and lrs[129] == pytest.approx(1e-4)
+    # a plateau moves the decay: it starts where told and lasts a fifth of what came before
+    assert cooldown_after(40, s) == (40, 8)
+    early = [lr_at(i, s, (40, 8)) for i in range(50)]
+    assert early[39] == 1e-3 and early[47] == pytest.approx(1e-4) and early[40] < 1e-3
 
 
 def test_settings_take_defaults_and_reject_bad_values():
@@ -318,6 +336,36 @@ def test_early_stopping_after_patience_evals_without_improvement(data, tmp_path,
     m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=20)
     assert m["stopped_early"] and m["steps"] == 8
     assert (m["best_val_loss"], m["best_step"], m["final_val_loss"]) == (2.0, 4, 2.6)
+
+
+def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkeypatch):
+    import idscaling.train as train_mod
+
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.4, 1.9, 1.8, 1.85, 1.9, 2.0])
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
+    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=40,
+            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0)
+    # best 2.0 at step 4; steps 6 and 8 do not improve: the decay starts at step 8 and
+    # runs 4 more steps (half of 8), and the run ends annealed at step 12
+    assert m["stopped_early"] and m["cooldown_start"] == 8 and m["steps"] == 12
+    assert (m["best_val_loss"], m["best_step"]) == (1.9, 12)
+    lrs = [float(r["lr"]) for r in read_history(tmp_path / "run")]
+    assert lrs[-1] == pytest.approx(TRAIN["lr"] * TrainSettings().min_lr_ratio)
+    assert all(x == TRAIN["lr"] for x in lrs[:4])  # constant until the plateau
+
+
+def test_wsd_run_resumes_inside_its_decay(data, tmp_path):
+    kw = dict(schedule="wsd", early_stop_patience=1, eval_every=2, max_steps=40,
+              cooldown_fraction=0.5, checkpoint_every=2, warmup_steps=0)
+    ref = run(data, tmp_path / "ref", **kw)
+    assert ref["cooldown_start"] is not None and ref["steps"] < 40
+    stop = ref["cooldown_start"] + 2  # after the checkpoint that records the decay
+    with pytest.raises(Interrupt):
+        run(data, tmp_path / "run", step_callback=interrupt_at(stop + 1), **kw)
+    m = run(data, tmp_path / "run", **kw)
+    assert m["resumed_from"] == stop
+    assert (m["steps"], m["cooldown_start"]) == (ref["steps"], ref["cooldown_start"])
+    assert m["best_val_loss"] == pytest.approx(ref["best_val_loss"], abs=1e-5)
 
 
 def test_non_finite_loss_stops_without_metrics(data, tmp_path):

@@ -110,7 +110,7 @@ def _check_semantics(config: dict) -> None:
         raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")
     synthetic_keys = {"latent_dim", "docs", "seed", "vocab", "doc_tokens", "noise",
                       "manifold", "signal", "markov", "harmonics", "hidden", "gain", "modes",
-                      "smoothness"}
+                      "smoothness", "bandwidth"}
     for name, spec in config["corpora"].items():
         if spec["source"] != "builtin":
             continue

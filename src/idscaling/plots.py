@@ -256,17 +256,22 @@ def _id_lines(ax, sel, x_col, with_k=False):
                     capsize=3, label=label)
 
 
-@_styled
-def plot_id_vs_k(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
-    """ID against the neighbourhood size k at the reference layer, per estimator."""
-    title = "Intrinsic dimension against k"
+def _id_panels(ids: pd.DataFrame, refs: dict, path: Path, title: str, draw) -> Path:
+    """One panel a corpus: draw(ax, corpus, its rows of `ids`, its reference row or None)."""
     if ids.empty:
         return _message_figure(path, title, "no intrinsic dimension measured")
     corpora = sorted(ids["corpus"].unique())
     fig, axes = _panels(len(corpora))
     for ax, corpus in zip(axes, corpora):
-        row = refs.get(corpus, {}).get("row")
-        sel = ids[ids["corpus"] == corpus]
+        draw(ax, corpus, ids[ids["corpus"] == corpus], refs.get(corpus, {}).get("row"))
+    fig.suptitle(title + " (error bars: bootstrap 95% CI)")
+    return _save(fig, path)
+
+
+@_styled
+def plot_id_vs_k(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
+    """ID against the neighbourhood size k at the reference layer, per estimator."""
+    def draw(ax, corpus, sel, row):
         if row is not None:
             sel = sel[(sel["embedder"] == row["embedder"]) & (sel["layer"] == row["layer"])]
         _id_lines(ax, sel, "k")
@@ -274,21 +279,14 @@ def plot_id_vs_k(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
         ax.set(xlabel="neighbours k", ylabel="intrinsic dimension d̂", title=f"{corpus} ({layer})")
         _legend(ax, [f"only k = {int(sel['k'].iloc[0])} measured: no sweep to draw"]
                 if sel["k"].nunique() < 2 else [])
-    fig.suptitle(title + " (error bars: bootstrap 95% CI)")
-    return _save(fig, path)
+
+    return _id_panels(ids, refs, path, "Intrinsic dimension against k", draw)
 
 
 @_styled
 def plot_id_vs_layer(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
     """ID against the embedding layer at the reference k, per estimator."""
-    title = "Intrinsic dimension against layer"
-    if ids.empty:
-        return _message_figure(path, title, "no intrinsic dimension measured")
-    corpora = sorted(ids["corpus"].unique())
-    fig, axes = _panels(len(corpora))
-    for ax, corpus in zip(axes, corpora):
-        row = refs.get(corpus, {}).get("row")
-        sel = ids[ids["corpus"] == corpus]
+    def draw(ax, corpus, sel, row):
         if row is not None:
             sel = sel[sel["embedder"] == row["embedder"]]
             # each estimator at its k nearest the reference k (TwoNN has only k = 2)
@@ -304,8 +302,8 @@ def plot_id_vs_layer(ids: pd.DataFrame, refs: dict, path: Path) -> Path:
             _legend(ax, [f"only layer {only} measured: no profile to draw"])
         else:
             _legend(ax)
-    fig.suptitle(title + " (error bars: bootstrap 95% CI)")
-    return _save(fig, path)
+
+    return _id_panels(ids, refs, path, "Intrinsic dimension against layer", draw)
 
 
 # ---------------------------------------------------------------------------------------

@@ -72,7 +72,9 @@ class TrainSettings:
     batch_size: int = 32  # sequences per optimiser step, over all ranks
     micro_batch_size: int | None = None  # sequences per forward; None = the whole batch
     lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.1  # floor of the decay as a fraction of lr
+    schedule: str = "cosine"  # cosine | wsd (warmup, stable, decay)
+    cooldown_fraction: float = 0.2  # wsd: decay steps as a fraction of the steps before it
     warmup_steps: int = 50
     max_steps: int = 2000
     weight_decay: float = 0.1
@@ -133,6 +135,13 @@ class TrainSettings:
             raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr!r}")
+        if self.schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"train.schedule must be cosine or wsd, got {self.schedule!r}")
+        if not (isinstance(self.cooldown_fraction, (int, float))
+                and not isinstance(self.cooldown_fraction, bool)
+                and 0.0 < self.cooldown_fraction < 1.0):
+            raise ConfigError(
+                f"train.cooldown_fraction must be in (0, 1), got {self.cooldown_fraction!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         for key in ("beta1", "beta2"):
@@ -146,15 +155,38 @@ class TrainSettings:
             )
 
 
-def lr_at(step: int, s: TrainSettings) -> float:
-    """Learning rate of optimiser step `step` (0-based): linear warmup, cosine to a floor."""
+def lr_at(step: int, s: TrainSettings, cooldown: tuple[int, int] | None = None) -> float:
+    """Learning rate of optimiser step `step` (0-based).
+
+    cosine: linear warmup, then cosine to the floor at max_steps.
+    wsd: linear warmup, then constant, then a linear decay to the floor over the steps
+    [start, start + length) of `cooldown` (default: the planned one, `planned_cooldown`).
+    """
     min_lr = s.lr * s.min_lr_ratio
     if step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
+    if s.schedule == "wsd":
+        start, length = cooldown or planned_cooldown(s)
+        if step < start:
+            return s.lr
+        return max(min_lr, s.lr - (s.lr - min_lr) * (step - start + 1) / length)
     if step >= s.max_steps:
         return min_lr
     progress = (step - s.warmup_steps) / max(1, s.max_steps - s.warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (s.lr - min_lr)
+
+
+def cooldown_after(step: int, s: TrainSettings) -> tuple[int, int]:
+    """(start, length) of a wsd decay that begins after `step` steps: cooldown_fraction of
+    them, at least one."""
+    return step, max(1, math.ceil(round(s.cooldown_fraction * step, 9)))  # 0.2 * 40 is not 8
+
+
+def planned_cooldown(s: TrainSettings) -> tuple[int, int]:
+    """The wsd decay that ends at max_steps when no plateau starts one sooner."""
+    length = max(1, math.ceil(round(s.cooldown_fraction / (1 + s.cooldown_fraction)
+                                    * s.max_steps, 9)))
+    return s.max_steps - length, length
 
 
 # ----------------------------------------------------------------------------- data
@@ -320,6 +352,7 @@ class RunState:
     final_val_loss: float | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+    cooldown: list | None = None  # wsd: [start, length] of a decay that a plateau began
     done: bool = False
     elapsed_s: float = 0.0  # wall time of the run so far, over all sessions
     timed_tokens: int = 0  # tokens and seconds of the steady part, for tokens/s
@@ -504,8 +537,13 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
                  "D = %d tokens, so max_steps = %d is %.2f epochs", s.batch_size, s.context, batch_tokens,
                  dist.world_size, accum, micro, tokens, s.max_steps, s.max_steps * batch_tokens / tokens)
         log.info("optimiser: AdamW%s, betas (%g, %g), weight decay %g on matrices, lr %g, warmup %d, "
-                 "cosine to %g at step %d", " (fused)" if fused else "", s.beta1, s.beta2, s.weight_decay,
-                 s.lr, s.warmup_steps, s.lr * s.min_lr_ratio, s.max_steps)
+                 "%s to %g at step %d", " (fused)" if fused else "", s.beta1, s.beta2, s.weight_decay,
+                 s.lr, s.warmup_steps, s.schedule, s.lr * s.min_lr_ratio, s.max_steps)
+        if s.schedule == "wsd":
+            log.info("wsd: constant lr, then a linear decay over %g of the steps before it, at "
+                     "step %d or when the val loss plateaus (%d evaluations without "
+                     "improvement), whichever comes first", s.cooldown_fraction,
+                     planned_cooldown(s)[0], s.early_stop_patience)
         log.info("validation: %d fixed windows of %d tokens from %s (val_seed %d)",
                  len(val_starts), s.context, val_bin, s.val_seed)
 
@@ -529,7 +567,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     while not state.done:
         step = state.step  # 0-based index of the step about to run
         t0 = time.perf_counter()
-        lr = lr_at(step, s)
+        lr = lr_at(step, s, tuple(state.cooldown) if state.cooldown else None)
         for group in optimizer.param_groups:
             group["lr"] = lr
         # dropout masks keyed by (seed, rank, step), like the windows
@@ -555,19 +593,31 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
             state.timed_s += step_s
 
         val_loss = None
-        last = step >= s.max_steps
+        last = step >= s.max_steps or (state.cooldown is not None
+                                       and step >= sum(state.cooldown))
         if step % s.eval_every == 0 or last:
             val_loss = _evaluate(eval_model, val_data, val_starts, s.context, micro, dev, precision, dist)
             if not math.isfinite(val_loss):
                 raise TrainingError(f"run {run_dir}: the validation loss is {val_loss} at step {step}; "
                                     f"stopping without writing metrics")
-            if state.record_eval(step, val_loss, s.early_stop_patience) and not last:
+            plateau = state.record_eval(step, val_loss, s.early_stop_patience) and not last
+            if plateau and s.schedule == "wsd":
+                # A plateau ends the stable phase, not the run: decay from here, since the
+                # best loss of a run at constant lr is not the loss it can reach.
+                if state.cooldown is None and step < planned_cooldown(s)[0]:
+                    state.cooldown = list(cooldown_after(step, s))
+                    state.stopped_early = True
+                    if dist.is_main:
+                        log.info("plateau at step %d (%d evaluations without improvement on "
+                                 "%.4f): decaying the lr over %d steps", step, state.bad_evals,
+                                 state.best_val_loss, state.cooldown[1])
+            elif plateau:
                 state.stopped_early = True
                 if dist.is_main:
                     log.info("early stop at step %d: %d evaluations without improvement on the best "
                              "val loss %.4f (step %d)", step, state.bad_evals, state.best_val_loss,
                              state.best_step)
-        state.done = last or state.stopped_early
+        state.done = last or (state.stopped_early and s.schedule != "wsd")
         state.elapsed_s = elapsed_base + time.perf_counter() - session_start
         if step % s.log_every == 0 or val_loss is not None or state.done:
             state.add_row(step, step * batch_tokens, lr, val_loss)
@@ -759,6 +809,8 @@ def _metrics(state: RunState, s: TrainSettings, cfg: GPTConfig, tokens, seed, ba
         "compile": bool(s.compile and device_type == "cuda"),
         "best_step": state.best_step,
         "stopped_early": state.stopped_early,
+        "schedule": s.schedule,
+        "cooldown_start": state.cooldown[0] if state.cooldown else None,
         "resumed_from": resumed_from,
     }
     if device_type == "cuda":
