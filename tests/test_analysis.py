@@ -225,3 +225,10 @@ def test_verdict_compares_intervals(observed, predicted, expected):
     word, line = verdict(observed, predicted)
     assert word == expected
     assert line and ("no verdict" in line) == (expected == "")
+
+
+def test_corpora_are_ordered_with_numbers_read_as_numbers():
+    from idscaling.analysis import natural_order
+
+    assert natural_order(["synth-d16", "synth-d2", "python", "synth-d4", "synth-d8"]) == [
+        "python", "synth-d2", "synth-d4", "synth-d8", "synth-d16"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import zlib
 from pathlib import Path
 
@@ -70,6 +71,12 @@ ID_REQUIRED = ["corpus", "estimator", "k", "layer", "id"]
 HISTORY_REQUIRED = ["step", "tokens", "train_loss", "val_loss"]
 
 
+def natural_order(names) -> list[str]:
+    """Names sorted with their numbers read as numbers: synth-d2 before synth-d16."""
+    return sorted(names, key=lambda n: [int(t) if t.isdigit() else t
+                                        for t in re.split(r"(\d+)", str(n))])
+
+
 def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir: Path, *,
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
              reference: dict | None = None, corpora: dict | None = None,
@@ -90,7 +97,7 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     histories = read_histories(history_paths)
 
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
-            for c in sorted(set(losses["corpus"]) | set(ids["corpus"]))}
+            for c in natural_order(set(losses["corpus"]) | set(ids["corpus"]))}
     laws, fits = fit_laws(losses, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
     predictions = predictions_table(ids, laws, refs, smoothness)
 
@@ -531,7 +538,7 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
         "of a corpus, unless said otherwise.",
         "",
     ]
-    for corpus in sorted(set(laws["corpus"]) | set(refs)):
+    for corpus in natural_order(set(laws["corpus"]) | set(refs)):
         out += [f"## {corpus}", ""]
         ref = refs.get(corpus, {})
         row = ref.get("row")

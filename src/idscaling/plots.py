@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from idscaling.analysis import reference_rows, triple
+from idscaling.analysis import natural_order, reference_rows, triple
 from idscaling.io import atomic_path
 
 LOSS_LABEL = "validation loss (nats/token)"
@@ -135,7 +135,7 @@ def _scaling_panel(ax, runs, *, law, group_col, x_col, corpus, fits, labels, sym
 @_styled
 def plot_data_scaling(losses: pd.DataFrame, fits: dict, path: Path) -> Path:
     """Loss against D per model (points) with the fitted offset (solid) and pure (dashed) laws."""
-    corpora = sorted(losses["corpus"].unique())
+    corpora = natural_order(losses["corpus"].unique())
     if not corpora:
         return _message_figure(path, "Data scaling", "no runs to draw")
     fig, axes = _panels(len(corpora))
@@ -157,7 +157,7 @@ def plot_data_scaling(losses: pd.DataFrame, fits: dict, path: Path) -> Path:
 @_styled
 def plot_model_scaling(losses: pd.DataFrame, fits: dict, path: Path) -> Path:
     """Loss against N per D (points) with the fitted offset (solid) and pure (dashed) laws."""
-    corpora = sorted(losses["corpus"].unique())
+    corpora = natural_order(losses["corpus"].unique())
     if not corpora:
         return _message_figure(path, "Model scaling", "no runs to draw")
     fig, axes = _panels(len(corpora))
@@ -195,7 +195,7 @@ def plot_exponents(predictions: pd.DataFrame, path: Path) -> Path:
 
     fig, axes = _panels(1, width=6.4, height=5.2)
     ax = axes[0]
-    corpora = sorted(rows["corpus"].unique())
+    corpora = natural_order(rows["corpus"].unique())
     colors = dict(zip(corpora, sns.color_palette("tab10", len(corpora))))
     estimators = sorted(rows["estimator"].unique())
     markers = dict(zip(estimators, ["o", "s", "^", "D", "v", "P", "X", "*"]))
@@ -260,7 +260,7 @@ def _id_panels(ids: pd.DataFrame, refs: dict, path: Path, title: str, draw) -> P
     """One panel a corpus: draw(ax, corpus, its rows of `ids`, its reference row or None)."""
     if ids.empty:
         return _message_figure(path, title, "no intrinsic dimension measured")
-    corpora = sorted(ids["corpus"].unique())
+    corpora = natural_order(ids["corpus"].unique())
     fig, axes = _panels(len(corpora))
     for ax, corpus in zip(axes, corpora):
         draw(ax, corpus, ids[ids["corpus"] == corpus], refs.get(corpus, {}).get("row"))
@@ -323,7 +323,7 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
         return _message_figure(path, title, "no history.csv files were given")
     h = histories[histories["tokens"] > 0]          # a log axis cannot show step 0
     sizes = model_sizes or {}
-    corpora = sorted(histories["corpus"].unique())
+    corpora = natural_order(histories["corpus"].unique())
     models = sorted(histories["model"].unique(), key=lambda m: (sizes.get(m, math.inf), m))
     width, height = 4.0, 3.2
     fig = Figure(figsize=(max(width * len(models), 7.0), height * len(corpora)),
