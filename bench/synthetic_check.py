@@ -21,6 +21,11 @@ Measured (1200 steps of batch 32 x 128, 8000 documents, 2-layer d=64 GPT, 2 load
 cores, 27 min in all): MLE of the embed stage's protocol d=2: 3.5, d=8: 6.3 (ratio
 1.78; untrained 1.31); one late position a document d=2: 3.0, d=8: 7.0 (ratio 2.30).
 
+The pipeline's sweep (configs/synthetic.yaml, a Matern field on the sphere) is measured
+in the README; to probe that generator here:
+  python bench/synthetic_check.py --markov 0 --vocab 64 --set manifold=sphere \
+      --set modes=256 --set bandwidth=0.5
+
 Usage: python bench/synthetic_check.py [--dims 2 8] [--steps 1500] [--docs 8000]
 """
 
@@ -33,6 +38,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from scipy.spatial import cKDTree
 
 from idscaling.model import GPT, GPTConfig
@@ -152,6 +158,8 @@ def main() -> None:
     p.add_argument("--signal", type=float, default=None, help="default: the generator's")
     p.add_argument("--markov", type=float, default=None, help="default: the generator's")
     p.add_argument("--noise", type=float, default=None, help="default: the generator's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other generator option, e.g. --set manifold=sphere --set modes=256")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,6 +169,9 @@ def main() -> None:
     for d in args.dims:
         options = {k: getattr(args, k) for k in ("signal", "markov", "noise")
                    if getattr(args, k) is not None}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            options[key] = yaml.safe_load(value)  # numbers as numbers, words as words
         source = LatentMarkovSource(d, vocab=args.vocab, doc_tokens=args.doc_tokens, **options)
         model = new_model(source, args)
         # Baseline: the same model untrained. Its states already mix the input symbols,
