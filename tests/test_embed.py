@@ -112,7 +112,7 @@ def test_all_layers_in_one_pass_and_caps(trained, tmp_path):
                          docs=5, seed=1, dtype="float16", **FAST)
     assert again["n_points"] == meta["n_points"]
     np.testing.assert_array_equal(np.load(tmp_path / "b" / "layer2.npy"), arrays[2])
-    other = embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "c",
+    embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "c",
                          tokenizer=trained / "tokenizer.json", layer=2, tokens_per_doc=3,
                          docs=5, seed=2, **FAST)
     assert not np.array_equal(np.load(tmp_path / "c" / "layer2.npy").astype(np.float16),

@@ -282,7 +282,7 @@ def _knn_sq(X: torch.Tensor, k: int, block_size: int | None, margin: int, progre
             for _ in (pool.map(block_pair, jobs) if pool else map(block_pair, jobs)):
                 bar.update()
     bar.close()
-    del A
+    A = None  # drop the big matrix now (rebinding, not del, as block_pair still names A)
     cand, worst = best_i[:n], best_s[:n].amin(dim=1)  # worst: each row's c-th best score
     if order is not None:  # back from block order to the caller's row order
         cand, worst = torch.empty_like(cand).index_copy_(0, order, order[cand]), \

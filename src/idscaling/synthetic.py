@@ -23,16 +23,16 @@ the ideal predictor is nearly linear in the symbol counts of the document so far
 posterior over each angle is about von Mises), a parametric problem whose sample
 complexity grows with d only through a constant. With it the map from z to the
 next-symbol law bends in every direction of M, so learning it is a regression on a
-d-dimensional manifold, the setting of the theory. W then multiplies h(z) instead of
-phi(z).
+d-dimensional manifold, the setting of the theory, though of an analytic function (see
+below). W then multiplies h(z) instead of phi(z).
 
 Or (``modes`` = M > 0, sphere only) each logit is a sample of a Matern random field on
 R^(d+1) restricted to S^d, with smoothness nu = ``smoothness``: h_j(z) = sqrt(2/M)
 cos(k_j . z + c_j) with frequencies k_j drawn from the field's spectral density (a
 Student t with 2 nu degrees of freedom, scaled by ``bandwidth``) and uniform phases c_j
 (random Fourier features). The spectrum decays as |k|^-(2 nu + d + 1), so the logits
-are Hoelder-nu functions of z: the function class whose minimax rate n^(-2s/(2s+d)) the theory's
-exponent comes from, with s = nu known. The teacher, by contrast, is analytic (s is
+are Hoelder-nu functions of z: the function class whose minimax rate n^(-2s/(2s+d))
+the theory's exponent comes from, with s = nu known. The teacher, by contrast, is analytic (s is
 unbounded), for which the theory predicts a data exponent near 1 whatever d is.
 
 The document is then a chain of
@@ -222,10 +222,8 @@ class LatentMarkovSource:
             self.A = (self.gain * t_rng.standard_normal((self.hidden, self._phi_dim))
                       / math.sqrt(self._phi_norm2))
             self.b = self.gain * t_rng.standard_normal(self.hidden)
+        if self.hidden or self.modes:
             # |h(z)| varies with z: scale by its mean square over a fixed sample of z.
-            z = self.sample_latents(np.random.default_rng([self.seed, _PARAMS_STREAM, 3]), 4096)
-            norm2 = float((self.features(z) ** 2).sum(axis=1).mean())
-        elif self.modes:
             z = self.sample_latents(np.random.default_rng([self.seed, _PARAMS_STREAM, 3]), 4096)
             norm2 = float((self.features(z) ** 2).sum(axis=1).mean())
         else:
@@ -349,8 +347,8 @@ def generate_documents(latent_dim: int, n_docs: int, *, seed: int = 0, vocab: in
 
     Each document is `doc_tokens` two-letter words separated by spaces (see the module
     docstring for the process and why its dimension is `latent_dim`). Other options:
-    harmonics, signal, markov, hidden, gain, modes, smoothness, bandwidth (see `LatentMarkovSource`); an unknown option raises
-    ConfigError naming it. The same seed and options give the same documents, and
+    harmonics, signal, markov, hidden, gain, modes, smoothness, bandwidth (see
+    `LatentMarkovSource`); an unknown option raises ConfigError naming it. The same seed and options give the same documents, and
     document i does not depend on n_docs.
     """
     source = LatentMarkovSource(latent_dim, seed=seed, vocab=vocab, doc_tokens=doc_tokens,
