@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ class TrainSettings:
             )
 
 
-def lr_at(step: int, s: TrainSettings, cooldown: tuple[int, int] | None = None) -> float:
+def lr_at(step: int, s: TrainSettings, cooldown: Sequence[int] | None = None) -> float:
     """Learning rate of optimiser step `step` (0-based).
 
     cosine: linear warmup, then cosine to the floor at max_steps.
@@ -567,7 +567,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     while not state.done:
         step = state.step  # 0-based index of the step about to run
         t0 = time.perf_counter()
-        lr = lr_at(step, s, tuple(state.cooldown) if state.cooldown else None)
+        lr = lr_at(step, s, state.cooldown)
         for group in optimizer.param_groups:
             group["lr"] = lr
         # dropout masks keyed by (seed, rank, step), like the windows
