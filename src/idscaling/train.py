@@ -516,7 +516,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     # fused AdamW: one kernel for all parameters, on CUDA and (torch >= 2.4) on CPU, where it
     # takes ~1 ms a step against ~10 ms for the per-parameter loop at d=64
     fused = device_type == "cuda" or _torch_version() >= (2, 4)
-    optimizer = _make_optimizer(raw_model, s, fused=fused)
+    optimizer = make_optimizer(raw_model, s, fused=fused)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     signature = run_signature(model_cfg, tokens, seed, s, meta)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
@@ -580,7 +580,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
                 f"run {run_dir}: the training loss is {train_loss} at step {step + 1}; stopping "
                 f"without writing metrics (lower train.lr or raise train.warmup_steps)"
             )
-        _optimizer_step(raw_model, optimizer, scaler, s.grad_clip)
+        optimizer_step(raw_model, optimizer, scaler, s.grad_clip)
         # no sync here: the next step's loss.item() waits for this optimiser step, so the
         # steady-state sum of step times is still the wall time, and the GPU stays busy
         step_s = time.perf_counter() - t0
@@ -687,7 +687,7 @@ def _torch_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
     # decay matrices and embeddings; biases and LayerNorm gains are left alone
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -742,7 +742,7 @@ def _forward_backward(model, data, starts, micro, context, dev, precision, scale
     return loss_sum.item() / accum  # a sync point: keeps step times honest
 
 
-def _optimizer_step(model: GPT, optimizer, scaler, grad_clip: float) -> None:
+def optimizer_step(model: GPT, optimizer, scaler, grad_clip: float) -> None:
     if grad_clip > 0:
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones

@@ -1,0 +1,348 @@
+"""The known-dimension experiment: regression on S^d in the theorem's own setting.
+
+Each document shows a latent point z, uniform on S^d, through coordinate tokens, then R
+symbols drawn i.i.d. from p_z = (1 - ε) softmax(τ f(z)) + ε/V, where f is a lacunary
+field of Hölder smoothness s (`idscaling.field`). Learning z -> p_z from n documents is a
+nonparametric regression whose minimax rate is n^(-2s/(2s+d)), the exponent the theory
+predicts. Because the generator is known, every estimate q is scored exactly:
+
+    floor  = E_z H(p_z)                    (the Bayes loss: nothing to fit)
+    excess = E_z KL(p_z || q)              (over held-out z; no symbol-sampling noise)
+
+Two estimators learn from the same n documents:
+
+* the network: a GPT (`idscaling.model`) trained on the documents with the loss on the
+  symbol tokens only (the coordinate tokens are its input), plateau-then-anneal;
+* the reference: k-nearest-neighbour frequencies on the observed z, k chosen on held-out
+  documents by their symbol log-loss. It is rate-optimal for s <= 1 and shows what rate
+  the data allow at the sizes of the sweep.
+
+Encoding: each of the d + 1 coordinates of z (in [-1, 1]) is written as `digits` base-
+`base` digits of its bin among base^digits equal bins, most significant first; a token
+is a digit (ids 0..base-1) or a symbol (ids base..base+V-1). `quantisation_excess`
+measures what the rounding costs the Bayes predictor, so a sweep can show it is far
+below every excess it resolves.
+
+Randomness: the field depends on `field_seed` only; the held-out points on `field_seed`
+only (so every run of an arm is scored on the same points, which the bootstrap pairs);
+training documents on (seed, block), so the n documents of a smaller run are the first
+n of a larger one, and the tuning documents on the seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from idscaling.errors import ConfigError
+from idscaling.field import make_field, uniform_sphere
+from idscaling.model import GPT, GPTConfig, cross_entropy
+from idscaling.train import TrainSettings, cooldown_after, lr_at, make_optimizer, optimizer_step
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1024  # documents per random stream: part of the corpus definition
+_TRAIN, _TUNE, _EVAL = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Task:
+    """One arm's generator: the field, the symbol law and the document encoding."""
+
+    d: int
+    s: float
+    field_seed: int = 0
+    vocab: int = 16
+    symbols: int = 16  # R: symbols per document
+    temperature: float = 2.0
+    noise: float = 0.0
+    levels: int = 10
+    base: int = 16
+    digits: int = 3
+    _field: object = dc_field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        for key in ("symbols", "base", "digits"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < (2 if key == "base" else 1):
+                raise ConfigError(f"known_d.{key} must be an integer >= {2 if key == 'base' else 1}, got {v!r}")
+        if not 0.0 <= self.noise < 1.0:
+            raise ConfigError(f"known_d.noise must be in [0, 1), got {self.noise!r}")
+        if not self.temperature > 0:
+            raise ConfigError(f"known_d.temperature must be positive, got {self.temperature!r}")
+        object.__setattr__(self, "_field", make_field(self.d, self.s, self.field_seed,
+                                                      vocab=self.vocab, levels=self.levels))
+
+    @property
+    def field(self):
+        return self._field
+
+    @property
+    def coord_tokens(self) -> int:
+        return (self.d + 1) * self.digits
+
+    @property
+    def doc_len(self) -> int:
+        return self.coord_tokens + self.symbols
+
+    @property
+    def n_tokens(self) -> int:
+        return self.base + self.vocab
+
+    def probs(self, z: np.ndarray) -> np.ndarray:
+        logits = self.temperature * self.field(z)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        return (1.0 - self.noise) * p + self.noise / self.vocab
+
+    def sample_symbols(self, rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
+        cdf = np.cumsum(p, axis=1)
+        u = rng.random((len(p), self.symbols))
+        return np.minimum((u[:, :, None] > cdf[:, None, :]).sum(axis=2), self.vocab - 1)
+
+    def quantise(self, z: np.ndarray) -> np.ndarray:
+        """Bin index of each coordinate, shape (n, d+1), in [0, base^digits)."""
+        bins = self.base ** self.digits
+        return np.clip(np.floor((z + 1.0) / 2.0 * bins), 0, bins - 1).astype(np.int64)
+
+    def dequantise(self, q: np.ndarray) -> np.ndarray:
+        """The bin centres, projected back onto the sphere: what the tokens say z is."""
+        z = (q + 0.5) / self.base ** self.digits * 2.0 - 1.0
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    def encode(self, z: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        q = self.quantise(z)
+        powers = self.base ** np.arange(self.digits - 1, -1, -1)
+        coord = (q[:, :, None] // powers) % self.base  # (n, d+1, digits), most significant first
+        return np.concatenate([coord.reshape(len(z), -1), symbols + self.base], axis=1)
+
+    def documents(self, seed: int, n: int, stream: int = _TRAIN) -> tuple[np.ndarray, np.ndarray]:
+        """(z, symbols) of the first n documents of a seed's stream; nested in n."""
+        zs, syms = [], []
+        for block in range(math.ceil(n / BLOCK)):
+            rng = np.random.default_rng([seed, stream, block, self.d])
+            z = uniform_sphere(rng, BLOCK, self.d)
+            zs.append(z)
+            syms.append(self.sample_symbols(rng, self.probs(z)))
+        return np.concatenate(zs)[:n], np.concatenate(syms)[:n]
+
+    def eval_points(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The arm's held-out points (z, symbols), the same for every run of the arm."""
+        return self.documents(self.field_seed + 10_000, n, _EVAL)
+
+    def quantisation_excess(self, z: np.ndarray) -> float:
+        """E KL(p_z || p_ẑ): what the Bayes predictor loses by seeing z only through tokens."""
+        return float(kl(self.probs(z), self.probs(self.dequantise(self.quantise(z)))).mean())
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    return -np.sum(p * np.log(p, where=p > 0, out=np.zeros_like(p)), axis=1)
+
+
+def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(p_i || q_i) per row, exact (0 log 0 = 0)."""
+    logp = np.log(p, where=p > 0, out=np.zeros_like(p))
+    return np.sum(p * (logp - np.log(q)), axis=1)
+
+
+# ------------------------------------------------------------------------ reference
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    k: int
+    excess: np.ndarray  # per held-out point
+    tune_loss: float
+
+
+def knn_reference(task: Task, z: np.ndarray, symbols: np.ndarray, tune: tuple[np.ndarray, np.ndarray],
+                  eval_z: np.ndarray, *, k_max: int = 2048, alpha: float = 0.5) -> ReferenceResult:
+    """k-NN symbol frequencies (add-`alpha` smoothed), k chosen on the tuning documents."""
+    counts = np.zeros((len(z), task.vocab))
+    np.add.at(counts, (np.repeat(np.arange(len(z)), task.symbols), symbols.ravel()), 1.0)
+    tree = cKDTree(z)
+    k_max = min(k_max, len(z))
+    ks = np.unique(np.geomspace(1, k_max, 28).astype(int))
+    tune_z, tune_symbols = tune
+    losses = np.zeros(len(ks))
+    for lo in range(0, len(tune_z), 512):
+        _, idx = tree.query(tune_z[lo:lo + 512], k=k_max)
+        cum = np.cumsum(counts[idx.reshape(len(idx), -1)], axis=1)[:, ks - 1, :]
+        q = (cum + alpha) / (cum.sum(axis=2, keepdims=True) + task.vocab * alpha)
+        picked = np.take_along_axis(q, np.broadcast_to(tune_symbols[lo:lo + 512, None, :],
+                                                       (len(idx), len(ks), task.symbols)), axis=2)
+        losses -= np.log(picked).sum(axis=(0, 2))
+    best = int(np.argmin(losses))
+    k = int(ks[best])
+    _, idx = tree.query(eval_z, k=k)
+    c = counts[np.asarray(idx).reshape(len(eval_z), -1)].sum(axis=1)
+    q = (c + alpha) / (c.sum(axis=1, keepdims=True) + task.vocab * alpha)
+    return ReferenceResult(k=k, excess=kl(task.probs(eval_z), q),
+                           tune_loss=float(losses[best] / tune_symbols.size))
+
+
+# -------------------------------------------------------------------------- network
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    excess: np.ndarray  # per held-out point, mean over the R symbol positions
+    steps: int
+    best_val_loss: float
+    converged: bool
+    wall_s: float
+    params_nonembed: int
+    history: list
+
+
+def _symbol_logits(model: GPT, tokens: torch.Tensor, task: Task) -> torch.Tensor:
+    """Logits over the V symbols at each symbol position: (n, R, V)."""
+    logits, _ = model(tokens[:, :-1])
+    return logits[:, task.coord_tokens - 1:, task.base:]
+
+
+def _symbol_loss(model, tokens, task) -> torch.Tensor:
+    logits = _symbol_logits(model, tokens, task)
+    targets = tokens[:, task.coord_tokens:] - task.base
+    return cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1))
+
+
+@torch.no_grad()
+def _mean_loss(model, tokens, task, batch=1024) -> float:
+    model.eval()
+    total = sum(_symbol_loss(model, tokens[i:i + batch], task).item() * len(tokens[i:i + batch])
+                for i in range(0, len(tokens), batch))
+    model.train()
+    return total / len(tokens)
+
+
+@torch.no_grad()
+def network_excess(model: GPT, task: Task, eval_z: np.ndarray, eval_symbols: np.ndarray) -> np.ndarray:
+    """E_r KL(p_z || q_r) per held-out point, q_r the network's law at symbol position r."""
+    model.eval()
+    tokens = torch.from_numpy(task.encode(eval_z, eval_symbols))
+    p = task.probs(eval_z)
+    out = np.empty(len(eval_z))
+    for i in range(0, len(tokens), 1024):
+        logq = torch.log_softmax(_symbol_logits(model, tokens[i:i + 1024], task).double(), dim=-1).numpy()
+        pi = p[i:i + 1024, None, :]
+        logp = np.log(pi, where=pi > 0, out=np.zeros_like(pi))
+        out[i:i + 1024] = np.sum(pi * (logp - logq), axis=2).mean(axis=1)
+    model.train()
+    return out
+
+
+def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                  eval_points: tuple[np.ndarray, np.ndarray], shape: dict, s: TrainSettings, seed: int,
+                  *, threads: int | None = None) -> NetworkResult:
+    """Train a GPT on the documents until its validation symbol loss plateaus, then anneal."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=task.n_tokens, context=task.doc_len - 1, dropout=s.dropout, **shape)
+    model = GPT(cfg)
+    optimizer = make_optimizer(model, s, fused=True)
+    data = torch.from_numpy(task.encode(*train))
+    val_tokens = torch.from_numpy(task.encode(*val))
+    gen = torch.Generator().manual_seed(seed)
+    order, pos = torch.randperm(len(data), generator=gen), 0
+    batch = min(s.batch_size, len(data))
+    best, bad, cooldown, history = math.inf, 0, None, []
+    step = 0
+    while step < s.max_steps and (cooldown is None or step < sum(cooldown)):
+        lr = lr_at(step, s, cooldown)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if pos + batch > len(data):
+            order, pos = torch.randperm(len(data), generator=gen), 0
+        idx = order[pos:pos + batch]
+        pos += batch
+        loss = _symbol_loss(model, data[idx], task)
+        loss.backward()
+        optimizer_step(model, optimizer, None, s.grad_clip)
+        step += 1
+        if step % s.eval_every == 0:
+            val_loss = _mean_loss(model, val_tokens, task)
+            history.append({"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": val_loss})
+            log.info("step %d  lr %.2e  train %.4f  val %.4f", step, lr, loss.item(), val_loss)
+            if val_loss < best - 1e-4:
+                best, bad = val_loss, 0
+            else:
+                bad += 1
+            if cooldown is None and s.early_stop_patience and bad >= s.early_stop_patience:
+                cooldown = cooldown_after(step, s)
+                log.info("validation loss flat for %d evaluations: annealing over %d steps",
+                         bad, cooldown[1])
+    steps = step
+    final = _mean_loss(model, val_tokens, task)
+    best = min(best, final)
+    # converged: the decay began at a plateau (not at the step cap) and ran to its end
+    converged = cooldown is not None and steps >= sum(cooldown)
+    excess = network_excess(model, task, *eval_points)
+    return NetworkResult(excess=excess, steps=steps, best_val_loss=best, converged=converged,
+                         wall_s=time.perf_counter() - start,
+                         params_nonembed=model.num_params(non_embedding=True), history=history)
+
+
+# ----------------------------------------------------------------------- one job
+
+
+def arm_name(d: int, s: float) -> str:
+    return f"d{d}-s{s:g}"
+
+
+def task_from_config(known_d: dict, d: int, s: float) -> Task:
+    keys = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base", "digits")
+    return Task(d=d, s=float(s), **{k: known_d[k] for k in keys if k in known_d})
+
+
+def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,
+            *, threads: int | None = None) -> dict:
+    """Train one estimator ('base', 'wide' or 'reference') of an arm on n documents.
+
+    Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
+    """
+    from idscaling.io import atomic_path, write_json
+
+    task = task_from_config(known_d, d, s)
+    eval_z, eval_symbols = task.eval_points(known_d["eval_points"])
+    tune = task.documents(seed, known_d["tune_docs"], _TUNE)
+    train = task.documents(seed, n)
+    record = {"arm": arm_name(d, s), "d": d, "s": float(s), "docs": n, "seed": seed,
+              "estimator": estimator, "floor": float(entropy(task.probs(eval_z)).mean()),
+              "quantisation_excess": task.quantisation_excess(eval_z), "eval_points": len(eval_z)}
+    log.info("arm %s, n = %d documents, seed %d, estimator %s: floor %.4f nats, quantisation "
+             "costs the Bayes predictor %.2e nats", record["arm"], n, seed, estimator,
+             record["floor"], record["quantisation_excess"])
+    if estimator == "reference":
+        ref = knn_reference(task, *train, tune, eval_z, **known_d.get("reference", {}))
+        excess = ref.excess
+        record.update(k=ref.k, tune_loss=ref.tune_loss, converged=True)
+    elif estimator in ("base", "wide"):
+        shape = dict(known_d["model"])
+        if estimator == "wide":
+            shape["n_embd"] *= 2
+        settings = TrainSettings.from_dict({**known_d["train"], "schedule": "wsd"})
+        net = train_network(task, train, tune, (eval_z, eval_symbols), shape, settings, seed,
+                            threads=threads)
+        excess = net.excess
+        record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
+                      best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
+                      params_nonembed=net.params_nonembed, history=net.history)
+    else:
+        raise ConfigError(f"known_d: unknown estimator {estimator!r}: base, wide or reference")
+    record["excess"] = float(excess.mean())
+    log.info("excess %.5f nats (floor %.4f)", record["excess"], record["floor"])
+    with atomic_path(out_npy) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, excess.astype(np.float64))
+    write_json(out_json, record)
+    return record

@@ -1,0 +1,109 @@
+"""Figures of the known-dimension stage: excess against n per arm; exponents against theory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+
+from idscaling.plots import _legend, _log_axis, _panels, _save, _styled
+
+COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("deep")[2],
+          "reference": sns.color_palette("deep")[3]}
+VERDICT_MARKERS = {"agrees": "o", "disagrees": "X", "inconclusive": "s", "underdetermined": "^"}
+
+
+def _fit_line(ax, sizes, row, y_at, color, style):
+    if np.isnan(row.exponent):
+        return
+    n = np.array([sizes.min(), sizes.max()], dtype=float)
+    anchor = np.exp(np.mean(np.log(sizes)))
+    ax.plot(n, y_at * (n / anchor) ** -row.exponent, style, color=color, lw=1.2)
+
+
+@_styled
+def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame, path: Path) -> Path:
+    arms = list(dict.fromkeys(runs.arm))
+    fig, axes = _panels(len(arms))
+    for ax, arm in zip(axes, arms):
+        sel = runs[runs.arm == arm]
+        f = flags[flags.arm == arm].sort_values("docs")
+        sizes = f.docs.to_numpy(dtype=float)
+        # per-seed points, then the seed means as lines
+        for est, color, label in (("base", COLORS["network"], "network"),
+                                  ("wide", COLORS["wide"], "network, 2x width (seed 0)"),
+                                  ("reference", COLORS["reference"], "k-NN reference")):
+            e = sel[sel.estimator == est]
+            if e.empty:
+                continue
+            ax.scatter(e.docs, e.excess, s=10, color=color, alpha=0.45, lw=0)
+            means = e.groupby("docs").excess.mean()
+            ax.plot(means.index, means.values, "-", color=color, lw=1.0, alpha=0.6, label=label)
+        net = f.set_index("docs").network
+        inside = f.in_regime.to_numpy()
+        ax.scatter(sizes[inside], net.values[inside], s=40, color=COLORS["network"], zorder=3,
+                   label="network, in regime (fitted)")
+        ax.scatter(sizes[~inside], net.values[~inside], s=40, facecolor="white",
+                   edgecolor=COLORS["network"], zorder=3, label="network, outside regime")
+        rows = exponents[exponents.arm == arm].set_index("estimator")
+        ref_mean = f.reference.to_numpy()
+        d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
+        pred = rows.loc["reference"].predicted
+        anchor = np.exp(np.mean(np.log(ref_mean)))
+        n = np.array([sizes.min(), sizes.max()])
+        ax.plot(n, anchor * (n / np.exp(np.mean(np.log(sizes)))) ** -pred, ":", color="0.3",
+                lw=1.5, label=f"theory slope 2s/(2s+d) = {pred:.3f}")
+        notes = []
+        for est, color in (("reference", COLORS["reference"]), ("network", COLORS["network"])):
+            r = rows.loc[est]
+            fitted = np.array([float(x) for x in str(r.sizes).split(";") if x]) if r.n_sizes else np.array([])
+            if len(fitted) >= 2:
+                ys = (f.set_index("docs").reference if est == "reference" else net).loc[fitted]
+                _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), color, "--")
+            notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
+                                       f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
+                         + f", {r.verdict}")
+        _log_axis(ax, "x")
+        ax.set_yscale("log")
+        ax.set(xlabel="training documents n", ylabel="excess E KL(p‖q) (nats/symbol)",
+               title=f"{arm}: d = {d}, s = {s:g}")
+        _legend(ax, notes)
+    fig.suptitle("Known dimension: exact excess loss against data size (no fitted floor)")
+    return _save(fig, path)
+
+
+@_styled
+def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
+    fig, axes = _panels(1, width=6.4, height=5.2)
+    ax = axes[0]
+    lo = min(0.0, np.nanmin(exponents.predicted) - 0.1)
+    hi = max(1.0, np.nanmax(exponents[["predicted", "ci_high"]].to_numpy()) + 0.05)
+    grid = np.linspace(lo, hi, 2)
+    ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
+    ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
+    offsets = {"reference": -0.004, "network": 0.004}
+    for est in ("reference", "network"):
+        e = exponents[exponents.estimator == est]
+        for r in e.itertuples():
+            x = r.predicted + offsets[est]
+            if np.isnan(r.exponent):
+                ax.annotate(f"{r.arm}: {r.verdict}", (x, lo + 0.03), fontsize=7, rotation=90,
+                            color=COLORS[est], ha="center", va="bottom")
+                continue
+            ax.errorbar(x, r.exponent, yerr=[[r.exponent - r.ci_low], [r.ci_high - r.exponent]],
+                        fmt=VERDICT_MARKERS[r.verdict], color=COLORS[est], ms=6, capsize=3)
+            ax.annotate(r.arm, (x, r.ci_high), fontsize=7, textcoords="offset points",
+                        xytext=(0, 3), ha="center", color=COLORS[est])
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color=COLORS[e], marker="o", ls="none", label=e)
+                for e in ("reference", "network")]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
+                for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
+    _legend(ax, handles=handles)
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted data exponent 2s/(2s+d) (d, s known)",
+           ylabel="observed exponent of the excess (95% CI)",
+           title="Known dimension: observed against predicted, with verdicts")
+    return _save(fig, path)
