@@ -23,6 +23,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/intrinsic_dim.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/laws.smk"
+include: "workflow/rules/known_d.smk"
 
 
 # Downloads need the network, which cluster compute nodes often lack.
@@ -36,7 +37,6 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        "results/losses.csv",
-        "results/intrinsic_dim.csv",
-        laws_outputs(),
+        corpus_outputs(),
+        known_d_outputs(),
     default_target: True

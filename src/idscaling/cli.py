@@ -132,6 +132,19 @@ def cmd_laws(args) -> None:
              loss_column=args.laws.get("loss", "best_val_loss"))
 
 
+def cmd_known_d_run(args) -> None:
+    from idscaling.known_d import run_one
+
+    run_one(args.options, args.d, args.s, args.docs, args.seed, args.estimator, args.out,
+            args.out.with_suffix(".npy"), threads=args.threads)
+
+
+def cmd_known_d_laws(args) -> None:
+    from idscaling.known_d_laws import run_known_d_laws
+
+    run_known_d_laws(args.runs, args.out_dir, args.fig_dir, args.options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idscaling", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -224,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=20, help="the k whose ID the predictions use")
     p.add_argument("--corpora", type=_json, default=None)
     p.set_defaults(func=cmd_laws)
+
+    p = sub.add_parser("known-d-run", help="one estimator of one known-dimension arm on n documents")
+    p.add_argument("--d", required=True, type=int)
+    p.add_argument("--s", required=True, type=float)
+    p.add_argument("--docs", required=True, type=int)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--estimator", required=True, choices=["base", "wide", "reference"])
+    p.add_argument("--options", required=True, type=_json, help="the known_d section as JSON")
+    p.add_argument("--out", required=True, type=Path, help="the record (.json); the excess goes beside it (.npy)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_known_d_run)
+
+    p = sub.add_parser("known-d-laws", help="exponents of the known-dimension sweep, verdicts, figures")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--fig-dir", required=True, type=Path)
+    p.add_argument("--options", required=True, type=_json, help="the known_d section as JSON")
+    p.add_argument("runs", nargs="+", type=Path)
+    p.set_defaults(func=cmd_known_d_laws)
     return parser
 
 

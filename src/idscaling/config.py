@@ -82,6 +82,12 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
 
 
 def _check_semantics(config: dict) -> None:
+    if not config["corpora"] and not config.get("known_d"):
+        raise ConfigError("config: nothing to run: give corpora, known_d, or both")
+    if config["corpora"]:
+        for key in ("models", "data_tokens"):
+            if not config.get(key):
+                raise ConfigError(f"config: {key} is required when corpora are given")
     for name, shape in config["models"].items():
         if shape["n_embd"] % shape["n_head"]:
             raise ConfigError(
@@ -95,7 +101,7 @@ def _check_semantics(config: dict) -> None:
             f"config: train.micro_batch_size ({micro}) does not divide "
             f"train.batch_size ({train['batch_size']})"
         )
-    grids = [("data_tokens", config["data_tokens"])] + [
+    grids = [("data_tokens", config.get("data_tokens", []))] + [
         (f"corpora.{name}.data_tokens", spec["data_tokens"])
         for name, spec in config["corpora"].items() if "data_tokens" in spec
     ]

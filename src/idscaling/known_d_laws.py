@@ -78,7 +78,11 @@ def bootstrap_exponent(docs: np.ndarray, excess: np.ndarray, *, reps: int = 1000
     weights = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=reps).T / n_points
     per_run = excess @ weights  # (sizes, seeds, reps): the resampled mean over points
     picks = rng.integers(0, n_seeds, size=(n_sizes, n_seeds, reps))
-    means = np.take_along_axis(per_run, picks, axis=1).mean(axis=1)  # (sizes, reps)
+    centre = per_run.mean(axis=1, keepdims=True)
+    # a resampled mean of K seeds spreads (K-1)/K times too little: restore the factor
+    inflate = np.sqrt(n_seeds / (n_seeds - 1)) if n_seeds > 1 else 1.0
+    spread = np.take_along_axis(per_run, picks, axis=1).mean(axis=1) - centre[:, 0]
+    means = np.maximum(centre[:, 0] + inflate * spread, 1e-300)  # (sizes, reps)
     alphas = slope(log_n, np.log(means.T))
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(alphas, [tail, 100 - tail])
@@ -90,6 +94,8 @@ def regime_flags(runs: pd.DataFrame, *, reference_factor: float, width_tolerance
     rows = []
     for (arm, docs), sel in runs.groupby(["arm", "docs"]):
         base = sel[sel.estimator == "base"]
+        if base.empty:  # a size that only the reference runs at
+            continue
         ref = sel[sel.estimator == "reference"]
         wide = sel[sel.estimator == "wide"]
         net, refx = base.excess.mean(), ref.excess.mean()
@@ -120,7 +126,9 @@ def _stack(runs, excess, arm, estimator, sizes):
 
 
 def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: float, reps: int,
-             level: float, seed: int = 0) -> pd.DataFrame:
+             level: float, reference_docs=None, seed: int = 0) -> pd.DataFrame:
+    """One row per arm and estimator: the reference over `reference_docs` (default: every
+    size it ran at), the network over the sizes `flags` puts in the regime."""
     rows = []
     for arm, sel in runs.groupby("arm", sort=False):
         d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
@@ -128,7 +136,8 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
         arm_flags = flags[flags.arm == arm].sort_values("docs")
         for estimator in ("reference", "base"):
             if estimator == "reference":
-                sizes = arm_flags.docs.to_numpy()
+                ran = sorted(sel[sel.estimator == "reference"].docs.unique())
+                sizes = np.array([n for n in ran if reference_docs is None or n in reference_docs])
             else:
                 sizes = arm_flags[arm_flags.in_regime].docs.to_numpy()
             row = {"arm": arm, "d": d, "s": s, "estimator": "network" if estimator == "base" else estimator,
@@ -187,7 +196,7 @@ def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known
     flags = regime_flags(runs, reference_factor=known_d["reference_factor"],
                          width_tolerance=known_d["width_tolerance"])
     exponents = fit_arms(runs, excess, flags, margin=known_d["margin"], reps=known_d["bootstrap"],
-                         level=known_d["level"])
+                         level=known_d["level"], reference_docs=known_d.get("reference_docs"))
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, name in ((runs, "runs.csv"), (flags, "regime.csv"), (exponents, "exponents.csv")):
         write_text(out_dir / name, table.to_csv(index=False))

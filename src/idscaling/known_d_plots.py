@@ -49,19 +49,20 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         ax.scatter(sizes[~inside], net.values[~inside], s=40, facecolor="white",
                    edgecolor=COLORS["network"], zorder=3, label="network, outside regime")
         rows = exponents[exponents.arm == arm].set_index("estimator")
-        ref_mean = f.reference.to_numpy()
+        ref_means = sel[sel.estimator == "reference"].groupby("docs").excess.mean()
         d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
         pred = rows.loc["reference"].predicted
-        anchor = np.exp(np.mean(np.log(ref_mean)))
-        n = np.array([sizes.min(), sizes.max()])
-        ax.plot(n, anchor * (n / np.exp(np.mean(np.log(sizes)))) ** -pred, ":", color="0.3",
+        n = ref_means.index.to_numpy(dtype=float)
+        anchor, centre = np.exp(np.mean(np.log(ref_means.values))), np.exp(np.mean(np.log(n)))
+        n = np.array([min(n.min(), sizes.min()), max(n.max(), sizes.max())])
+        ax.plot(n, anchor * (n / centre) ** -pred, ":", color="0.3",
                 lw=1.5, label=f"theory slope 2s/(2s+d) = {pred:.3f}")
         notes = []
         for est, color in (("reference", COLORS["reference"]), ("network", COLORS["network"])):
             r = rows.loc[est]
             fitted = np.array([float(x) for x in str(r.sizes).split(";") if x]) if r.n_sizes else np.array([])
             if len(fitted) >= 2:
-                ys = (f.set_index("docs").reference if est == "reference" else net).loc[fitted]
+                ys = (ref_means if est == "reference" else net).loc[fitted]
                 _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), color, "--")
             notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
                                        f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")

@@ -120,3 +120,42 @@ def laws_outputs():
     return ["results/laws.csv", "results/predictions.csv", "results/summary.md"] + [
         f"results/figures/{name}.png" for name in figure_names()
     ]
+
+
+def known_d_arms():
+    """Arm name -> {d, s}; the name is what the run folders are called."""
+    from idscaling.known_d import arm_name
+
+    arms = (config.get("known_d") or {}).get("arms", [])
+    return {arm_name(a["d"], a["s"]): a for a in arms}
+
+
+def known_d_arm(name):
+    return known_d_arms()[name]
+
+
+def known_d_records():
+    kd = config.get("known_d")
+    if not kd:
+        return []
+    runs = []
+    reference_docs = sorted(set(kd["docs"]) | set(kd["reference_docs"] or []))
+    for arm in known_d_arms():
+        for i, seed in enumerate(kd["seeds"]):
+            networks = ["base"] + (["wide"] if kd["width_control"] and i == 0 else [])
+            runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in networks]
+            runs += [f"results/known_d/{arm}/n{n}/s{seed}/reference.json" for n in reference_docs]
+    return runs
+
+
+def known_d_outputs():
+    if not config.get("known_d"):
+        return []
+    return ["results/known_d/exponents.csv", "results/known_d/summary.md",
+            "results/figures/known_d_excess.png", "results/figures/known_d_exponents.png"]
+
+
+def corpus_outputs():
+    if not CORPORA:
+        return []
+    return ["results/losses.csv", "results/intrinsic_dim.csv"] + laws_outputs()

@@ -1,0 +1,46 @@
+"""The lacunary field: its measured Hölder exponent is the s it was made with."""
+
+import numpy as np
+import pytest
+
+from idscaling.errors import ConfigError
+from idscaling.field import holder_exponent, make_field, uniform_sphere
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("d", [2, 4])
+def test_measured_holder_exponent_is_s(d, s):
+    field = make_field(d, s, seed=3)
+    # the scales between the finest and the coarsest level, a few octaves inside both
+    steps = np.geomspace(field.finest_scale * 8, field.coarsest_scale / 8, 8)
+    slope, _ = holder_exponent(field, d, steps, n_points=1500, seed=1)
+    assert abs(slope - s) < 0.15, (d, s, slope)
+
+
+def test_below_the_finest_level_the_field_is_smooth():
+    # the measurement can tell: past the finest dyadic level the differences fall as h^3
+    field = make_field(2, 0.5, seed=0, levels=4)
+    steps = np.geomspace(field.finest_scale / 400, field.finest_scale / 40, 5)
+    slope, _ = holder_exponent(field, 2, steps, n_points=500)
+    assert slope > 2.5
+
+
+def test_field_is_deterministic_and_unit_variance():
+    z = uniform_sphere(np.random.default_rng(0), 4000, 3)
+    a, b = make_field(3, 1.0, seed=5)(z), make_field(3, 1.0, seed=5)(z)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, make_field(3, 1.0, seed=6)(z))
+    assert a.shape == (4000, 16)
+    assert 0.8 < a.std() < 1.2
+
+
+@pytest.mark.parametrize("kwargs, word", [({"d": 0, "s": 1.0}, "d must"), ({"d": 2, "s": 3.5}, "smoothness"),
+                                          ({"d": 2, "s": 1.0, "vocab": 0}, "vocab")])
+def test_bad_field_options_are_named(kwargs, word):
+    with pytest.raises(ConfigError, match=word):
+        make_field(seed=0, **kwargs)
+
+
+def test_field_rejects_points_of_the_wrong_dimension():
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        make_field(2, 1.0, seed=0)(np.zeros((5, 4)))

@@ -1,0 +1,116 @@
+"""The known-dimension generator, its exact evaluation, the reference and the network's loss."""
+
+import numpy as np
+import pytest
+import torch
+
+from idscaling.errors import ConfigError
+from idscaling.known_d import Task, kl, knn_reference, network_excess, _symbol_loss
+from idscaling.model import GPT, GPTConfig
+
+
+@pytest.fixture(scope="module")
+def task():
+    return Task(d=2, s=1.0, symbols=6)
+
+
+class Oracle(torch.nn.Module):
+    """A 'model' that reads z back from the coordinate tokens and answers log p_z there,
+    plus an optional perturbation of its logits."""
+
+    def __init__(self, task, perturb=0.0):
+        super().__init__()
+        self.task, self.perturb = task, perturb
+
+    def forward(self, idx):
+        t = self.task
+        digits = idx[:, :t.coord_tokens].reshape(len(idx), t.d + 1, t.digits).numpy()
+        q = (digits * t.base ** np.arange(t.digits - 1, -1, -1)).sum(axis=2)
+        p = t.probs(t.dequantise(q))
+        logits = np.log(p) + self.perturb * np.sin(np.arange(t.vocab))[None, :]
+        out = np.full((len(idx), idx.shape[1], t.n_tokens), -1e4)  # coordinate ids never predicted
+        out[:, :, t.base:] = logits[:, None, :]
+        return torch.from_numpy(out), None
+
+
+def test_excess_of_the_bayes_predictor_is_its_quantisation_cost_and_tiny(task):
+    z, symbols = task.eval_points(512)
+    excess = network_excess(Oracle(task), task, z, symbols)
+    assert np.allclose(excess.mean(), task.quantisation_excess(z), rtol=1e-9, atol=1e-15)
+    assert excess.mean() < 1e-5
+    # with z given exactly the Bayes predictor has excess exactly 0
+    assert np.all(kl(task.probs(z), task.probs(z)) == 0)
+
+
+def test_excess_of_a_perturbed_predictor_is_the_kl_it_should_be(task):
+    z, symbols = task.eval_points(512)
+    excess = network_excess(Oracle(task, perturb=0.3), task, z, symbols)
+    p = task.probs(task.dequantise(task.quantise(z)))
+    q = p * np.exp(0.3 * np.sin(np.arange(task.vocab)))
+    q /= q.sum(axis=1, keepdims=True)
+    expected = kl(task.probs(z), q)
+    assert excess.mean() > 0.005
+    np.testing.assert_allclose(excess, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_encoding_puts_z_within_one_bin(task):
+    z, symbols = task.documents(0, 300)
+    tokens = task.encode(z, symbols)
+    assert tokens.shape == (300, task.doc_len)
+    assert tokens[:, :task.coord_tokens].max() < task.base
+    np.testing.assert_array_equal(tokens[:, task.coord_tokens:], symbols + task.base)
+    bin_width = 2.0 / task.base ** task.digits
+    assert np.abs(task.dequantise(task.quantise(z)) - z).max() < bin_width
+
+
+def test_documents_are_nested_in_n_and_differ_by_seed(task):
+    z_small, s_small = task.documents(1, 700)
+    z_big, s_big = task.documents(1, 2500)
+    np.testing.assert_array_equal(z_small, z_big[:700])
+    np.testing.assert_array_equal(s_small, s_big[:700])
+    assert not np.allclose(task.documents(2, 700)[0], z_small)
+
+
+def test_symbols_follow_p_z(task):
+    z = np.repeat(task.eval_points(1)[0], 4000, axis=0)
+    symbols = Task(d=2, s=1.0, symbols=5).sample_symbols(np.random.default_rng(0), task.probs(z))
+    freq = np.bincount(symbols.ravel(), minlength=task.vocab) / symbols.size
+    np.testing.assert_allclose(freq, task.probs(z[:1])[0], atol=0.01)
+
+
+def test_the_loss_scores_only_symbol_tokens(task):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=task.n_tokens, n_layer=1, n_embd=16, n_head=2, context=task.doc_len - 1))
+    tokens = torch.from_numpy(task.encode(*task.documents(0, 8)))
+    logits, _ = model(tokens[:, :-1])
+    targets = tokens[:, 1:]
+    is_symbol = torch.arange(1, task.doc_len) >= task.coord_tokens
+    full = torch.nn.functional.cross_entropy(logits[:, is_symbol].reshape(-1, task.n_tokens),
+                                             targets[:, is_symbol].reshape(-1))
+    # symbols compete only with symbols: the restricted softmax is what the theory scores
+    restricted = torch.nn.functional.cross_entropy(
+        logits[:, is_symbol][..., task.base:].reshape(-1, task.vocab),
+        (targets[:, is_symbol] - task.base).reshape(-1))
+    loss = _symbol_loss(model, tokens, task)
+    assert torch.allclose(loss, restricted, atol=1e-6)
+    assert not torch.allclose(loss, full, atol=1e-3)
+
+
+def test_reference_learns_at_the_theorys_rate_for_d1():
+    task = Task(d=1, s=1.0, symbols=16)
+    z_eval, _ = task.eval_points(2048)
+    tune = task.documents(0, 1024, stream=2)[0]
+    sizes = [1024, 4096, 16384]
+    excess = []
+    for n in sizes:
+        ref = knn_reference(task, *task.documents(0, n), tune, z_eval)
+        excess.append(ref.excess.mean())
+    alpha = -np.polyfit(np.log(sizes), np.log(excess), 1)[0]
+    assert abs(alpha - 2 / 3) < 0.08, alpha
+
+
+@pytest.mark.parametrize("kwargs, word", [({"noise": 1.0}, "noise"), ({"digits": 0}, "digits"),
+                                          ({"temperature": 0}, "temperature")])
+def test_bad_task_options_are_named(kwargs, word):
+    with pytest.raises(ConfigError, match=word):
+        Task(d=2, s=1.0, **kwargs)
