@@ -15,8 +15,11 @@ Decisions a reader of the tables should know:
   joint law cannot be fitted, α_D comes from the offset data law of the largest model
   with a fit (α_N: the offset model law at the largest D with a fit), and
   `observed_source` says so.
-- The verdict is `inside` when the observed α_D interval and the predicted α_D interval
-  overlap (a missing interval counts as its point), `outside` when they do not.
+- The verdict (`idscaling.verdicts`) is `agrees` when the observed α_D interval lies inside
+  the predicted one widened by the margin, `disagrees` when the two intervals exclude each
+  other, `inconclusive` otherwise, with the reason. Overlap alone decides nothing.
+- A law with no more points than parameters is `underdetermined`: it gets no numbers and
+  never supplies an observed exponent.
 """
 
 from __future__ import annotations
@@ -35,10 +38,14 @@ from idscaling.errors import DataError
 from idscaling.io import atomic_path, write_text
 from idscaling.laws import PowerLaw, fit_joint_law, fit_power_law
 from idscaling.theory import implied_smoothness, predict_exponents
+from idscaling.verdicts import decide
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFERENCE = {"estimator": "mle", "k": 20, "protocol": "batched", "layer": "last"}
+DEFAULT_MARGIN = 0.05  # theory.margin in the schema
+LAW_PARAMETERS = {("data", "offset"): 3, ("data", "pure"): 2, ("model", "offset"): 3,
+                  ("model", "pure"): 2, ("joint", "offset"): 5}
 
 LAW_COLUMNS = [
     # the contract (DESIGN.md), in its order
@@ -80,7 +87,8 @@ def natural_order(names) -> list[str]:
 def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir: Path, *,
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
              reference: dict | None = None, corpora: dict | None = None,
-             loss_column: str = "best_val_loss", draw: bool = True) -> dict:
+             loss_column: str = "best_val_loss", draw: bool = True,
+             margin: float = DEFAULT_MARGIN) -> dict:
     """Fit every law of every corpus, predict exponents from the IDs, draw and summarise.
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
@@ -99,7 +107,7 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
             for c in natural_order(set(losses["corpus"]) | set(ids["corpus"]))}
     laws, fits = fit_laws(losses, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
-    predictions = predictions_table(ids, laws, refs, smoothness)
+    predictions = predictions_table(ids, laws, refs, smoothness, margin)
 
     paths = {"laws": out_dir / "laws.csv", "predictions": out_dir / "predictions.csv",
              "summary": out_dir / "summary.md"}
@@ -110,7 +118,7 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
                     out_dir / "figures") if draw else {}
     write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
                                                   bootstrap=bootstrap, reference=reference,
-                                                  loss_column=loss_column))
+                                                  loss_column=loss_column, margin=margin))
     log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
     return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
 
@@ -341,7 +349,12 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
     row.update(corpus=corpus, law=law, fixed=fixed, form=form, n_points=fit.n_points,
                rmse_log=fit.rmse_log, n_boot=fit.n_boot,
                status="ok" if fit.ok else "no_fit")
-    if isinstance(fit, PowerLaw):
+    n_params = LAW_PARAMETERS[(law, form)]
+    if fit.ok and fit.n_points <= n_params:
+        # it passes through every point: its rmse is 0 and its numbers say nothing
+        row.update(status="underdetermined", rmse_log=nan,
+                   reason=f"{fit.n_points} points for {n_params} parameters")
+    elif isinstance(fit, PowerLaw):
         row.update(exponent=fit.exponent, exponent_ci_low=fit.exponent_ci_low,
                    exponent_ci_high=fit.exponent_ci_high, offset_E=fit.offset, coef=fit.coef,
                    offset_E_ci_low=fit.offset_ci_low, offset_E_ci_high=fit.offset_ci_high,
@@ -354,7 +367,7 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
                    coef_ci_low=fit.A_ci_low, coef_ci_high=fit.A_ci_high,
                    exponent_D=fit.beta, exponent_D_ci_low=fit.beta_ci_low,
                    exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B)
-    notes = [fit.reason] if fit.reason else []
+    notes = [r for r in (fit.reason, row["reason"] if isinstance(row["reason"], str) else "") if r]
     pred = _predict(ref["row"], smoothness) if ref and ref["row"] is not None else None
     if pred is None:
         notes.append(ref["note"] if ref else f"no intrinsic dimension for corpus {corpus}")
@@ -403,29 +416,18 @@ def observed_exponents(laws: pd.DataFrame, corpus: str) -> dict:
     return out
 
 
-def verdict(observed: tuple, predicted: tuple) -> tuple[str, str]:
-    """('inside' | 'outside' | '', one line) for an observed and a predicted α_D interval."""
+def verdict(observed: tuple, predicted: tuple, margin: float = DEFAULT_MARGIN) -> tuple[str, str]:
+    """(verdict, one line) for observed and predicted α_D (value, low, high) triples: the
+    rule of `idscaling.verdicts.decide`, or ('', why) when there is nothing to compare."""
     o, olo, ohi = observed
     p, plo, phi = predicted
     if not np.isfinite(o):
         return "", "no verdict: no observed data exponent"
     if not np.isfinite(p):
         return "", "no verdict: no predicted data exponent"
-    o_has, p_has = np.isfinite(olo) and np.isfinite(ohi), np.isfinite(plo) and np.isfinite(phi)
-    if not (o_has or p_has):
-        return "", "no verdict: neither the observed nor the predicted exponent has an interval"
-    olo, ohi = (olo, ohi) if o_has else (o, o)
-    plo, phi = (plo, phi) if p_has else (p, p)
-    inside = olo <= phi and plo <= ohi
-    if o_has and p_has:
-        why = "the intervals overlap" if inside else "the intervals do not overlap"
-    else:
-        which, other = ("observed", "predicted") if o_has else ("predicted", "observed")
-        contains = "contains" if inside else "does not contain"
-        why = f"the {which} interval {contains} the {other} value"
-    word = "inside" if inside else "outside"
-    return word, (f"observed α_D {_fmt(o, olo, ohi, o_has)} vs predicted "
-                  f"{_fmt(p, plo, phi, p_has)}: {word} ({why})")
+    word, why = decide((o, olo, ohi), (p, plo, phi), margin)
+    return word, (f"observed α_D {_fmt(o, olo, ohi)} vs predicted {_fmt(p, plo, phi)}, "
+                  f"margin ±{margin:g}: {word} ({why})")
 
 
 def triple(row, name: str) -> tuple:
@@ -447,7 +449,7 @@ def _fmt(v, lo=math.nan, hi=math.nan, with_ci=True) -> str:
 
 
 def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
-                      smoothness: float) -> pd.DataFrame:
+                      smoothness: float, margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
     """One row per corpus × (embedder, estimator, k, protocol, layer, metric) ID row."""
     rows = []
     for corpus, group in ids.groupby("corpus", sort=True):
@@ -468,9 +470,8 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
                 reasons.append(f"no smoothness reproduces α_D = {oD[0]:.3g} (needs 0 < α_D < 1)")
             if ci is None:
                 reasons.append("ID has no interval")
-            v, line = verdict(oD[:3], (pred.alpha_D, pred.alpha_D_ci_low, pred.alpha_D_ci_high))
-            if not v:
-                reasons.append(line)
+            v, line = verdict(oD[:3], (pred.alpha_D, pred.alpha_D_ci_low, pred.alpha_D_ci_high), margin)
+            reasons.append(line)
             is_ref = ref_row is not None and ref_row.name == idx
             rows.append({
                 "corpus": corpus, "embedder": r["embedder"], "estimator": r["estimator"],
@@ -523,7 +524,7 @@ def reference_rows(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, *,
                      smoothness: float, bootstrap: int, reference: dict,
-                     loss_column: str) -> str:
+                     loss_column: str, margin: float = DEFAULT_MARGIN) -> str:
     """results/summary.md: per corpus the ID, predicted and observed exponents, a verdict."""
     layer = "last layer" if str(reference["layer"]) == "last" else f"layer {reference['layer']}"
     out = [
@@ -545,15 +546,17 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
         pred = predictions[(predictions["corpus"] == corpus) & predictions["is_reference"]]
         if row is None or pred.empty:
             oD = observed_exponents(laws, corpus)["alpha_D"]
-            out += [f"- ID: none ({ref.get('note') or 'not measured'})",
-                    f"- observed α_D: {_fmt(*oD[:3])} ({oD[3] or 'no fit'})",
-                    "- **Verdict: none** — no ID to predict from.", ""]
+            out += ["**Verdict: none** — no ID to predict from.", "",
+                    f"- ID: none ({ref.get('note') or 'not measured'})",
+                    f"- observed α_D: {_fmt(*oD[:3])} ({oD[3] or 'no fit'})", ""]
         else:
             p = pred.iloc[0]
             id_desc = (f"{p['estimator']}, k={p['k']}, {p['protocol'] or '-'}, layer {p['layer']}"
                        + (f", embedder {p['embedder']}" if p["embedder"] else ""))
-            v, line = verdict(triple(p, "observed_alpha_D"), triple(p, "predicted_alpha_D"))
+            v, line = verdict(triple(p, "observed_alpha_D"), triple(p, "predicted_alpha_D"), margin)
             out += [
+                f"**Verdict: {v or 'none'}** — {line}",
+                "",
                 f"- ID ({id_desc}): {_span(p, 'id')}"
                 + (f" — {ref['note']}" if ref.get("note") else ""),
                 f"- predicted α_D = 2s/(2s+d): {_span(p, 'predicted_alpha_D')}",
@@ -564,7 +567,6 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
                 f"- observed α_N: {_span(p, 'observed_alpha_N')} "
                 f"({p['observed_alpha_N_source'] or 'no fit'})",
                 f"- smoothness implied by the observed α_D: {_span(p, 'implied_smoothness')}",
-                f"- **Verdict: {v or 'none'}** — {line}",
                 "",
             ]
             others = reference_rows(predictions)
@@ -586,7 +588,7 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
             exponent = _span(f, "exponent")
             if f["law"] == "joint" and f["status"] == "ok":
                 exponent = f"α={exponent}, β={_span(f, 'exponent_D')}"
-            status = "ok" if f["status"] == "ok" else "no fit"
+            status = f["status"].replace("_", " ")
             if f["reason"]:
                 status += f": {f['reason']}"
             out.append(f"| {f['law']} | {f['fixed'] or '(all)'} | {f['form']} | {exponent} | "

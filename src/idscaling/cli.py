@@ -129,7 +129,8 @@ def cmd_laws(args) -> None:
     run_laws(args.losses, args.ids, args.histories, args.out_dir,
              smoothness=theory.get("smoothness", 1.0), bootstrap=args.laws.get("bootstrap", 1000),
              seed=args.laws.get("seed", 0), reference=reference, corpora=args.corpora,
-             loss_column=args.laws.get("loss", "best_val_loss"))
+             loss_column=args.laws.get("loss", "best_val_loss"),
+             margin=theory.get("margin", 0.05))
 
 
 def cmd_known_d_run(args) -> None:
