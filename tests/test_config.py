@@ -108,3 +108,38 @@ def test_paper_config_dry_run(tmp_path):
     jobs = planned_jobs(tmp_path, "--configfile", "configs/paper.yaml")
     assert jobs["train"] == 3 * 8 * 8 * 3
     assert jobs["corpus"] == 3 and jobs["embed"] == 3
+
+
+KNOWN_D = {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128, 256]}
+
+
+def test_known_d_alone_validates_with_defaults():
+    config = validate_config({"known_d": copy.deepcopy(KNOWN_D)})
+    kd = config["known_d"]
+    assert kd["seeds"] == [0, 1] and kd["margin"] == 0.05 and kd["reference_factor"] == 1.5
+    assert kd["train"]["max_steps"] == 8000 and kd["model"]["n_embd"] == 64
+    assert config["corpora"] == {}
+
+
+@pytest.mark.parametrize("config, needle", [
+    ({}, "nothing to run"),
+    ({"corpora": MINIMAL["corpora"], "data_tokens": [1000]}, "models is required"),
+    ({"known_d": {"arms": [{"d": 2, "s": 4.0}], "docs": [64, 128, 256]}}, "known_d.arms.0.s"),
+    ({"known_d": {"arms": [{"d": 2, "s": 1.0, "tau": 2}], "docs": [64, 128, 256]}}, "known_d.arms.0.tau"),
+    ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128]}}, "known_d.docs"),
+])
+def test_bad_known_d_config_names_the_key(config, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        validate_config(config)
+
+
+def test_known_d_config_dry_run(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    jobs = planned_jobs(workdir, "--configfile", "configs/known_d.yaml")
+    config = load_config(workdir / "configs" / "known_d.yaml")["known_d"]
+    arms, sizes = len(config["arms"]), len(config["docs"])
+    ref_sizes = len(set(config["docs"]) | set(config.get("reference_docs") or []))
+    # every seed: a network per size and a reference per size; the first seed: a 2x-wide network
+    assert jobs["known_d_run"] == arms * (2 * sizes + 2 * ref_sizes + sizes)
+    assert jobs["known_d_laws"] == 1
+    assert "train" not in jobs and "corpus" not in jobs

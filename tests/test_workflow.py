@@ -227,3 +227,56 @@ def test_synthetic_sweep_in_miniature(tmp_path):
     assert sorted(reference["corpus"]) == ["synth-d2", "synth-d8"]
     assert (reference["protocol"] == "full").all() and reference["observed_alpha_D"].notna().all()
     assert (results / "figures" / "latent_dim.png").stat().st_size > 10_000
+
+
+KNOWN_D_MINI = {
+    "arms": [{"d": 1, "s": 1.0}],
+    "docs": [64, 128, 256],
+    "reference_docs": [64, 128, 256, 1024],
+    "seeds": [0, 1],
+    "symbols": 4,
+    "eval_points": 256,
+    "tune_docs": 64,
+    "model": {"n_layer": 1, "n_embd": 16, "n_head": 2},
+    "train": {"batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "max_steps": 60, "eval_every": 10,
+              "early_stop_patience": 2},
+    "bootstrap": 50,
+}
+
+
+def test_known_d_in_miniature_and_what_reruns(tmp_path):
+    """configs/known_d.yaml shrunk: every estimator runs, the exponents get verdicts from
+    the rule, the figures exist; a setting that cannot change a result re-runs nothing."""
+    workdir = copy_workflow(tmp_path)
+    write_config(workdir / "kd.yaml", {"known_d": KNOWN_D_MINI})
+    snakemake(workdir, "--cores", "2", "--configfile", "kd.yaml")
+    out = workdir / "results" / "known_d"
+    runs = pd.read_csv(out / "runs.csv")
+    # 3 sizes x 2 seeds of the network, 3 of the wide one, 4 sizes x 2 seeds of the reference
+    assert runs.groupby("estimator").size().to_dict() == {"base": 6, "wide": 3, "reference": 8}
+    assert (runs["excess"] > 0).all() and (runs["floor"] > 0).all()
+    assert (runs["quantisation_excess"] < 1e-3 * runs["excess"]).all()
+    exponents = pd.read_csv(out / "exponents.csv").set_index("estimator")
+    assert exponents.loc["reference", "sizes"] == "64;128;256;1024"
+    assert exponents.loc["reference", "predicted"] == pytest.approx(2 / 3)
+    assert set(exponents["verdict"]) <= {"agrees", "disagrees", "inconclusive", "underdetermined"}
+    assert "## Known dimension" in (out / "summary.md").read_text()
+    ids = pd.read_csv(out / "ids.csv")
+    # the network's blocks and log-probabilities, and the truth, at every k; each calibrated
+    assert set(ids["state"]) == {"block1", "logprobs", "true_logprobs"}
+    assert set(ids["k"]) == {10, 20, 40, 80}
+    truth = ids[(ids["state"] == "true_logprobs") & (ids["k"] == 20)]
+    assert truth["calibrated_id"].between(0.8, 1.3).all()  # d = 1
+    for name in ("known_d_excess", "known_d_exponents", "known_d_id"):
+        assert (workdir / "results" / "figures" / f"{name}.png").stat().st_size > 10_000
+
+    def planned(**changes):
+        write_config(workdir / "kd2.yaml", {"known_d": {**KNOWN_D_MINI, **changes}})
+        return planned_jobs(workdir, "--configfile", "kd2.yaml")
+
+    assert planned() == {}
+    assert planned(threads=2) == {}
+    assert planned(margin=0.02) == {"known_d_laws": 1, "all": 1}
+    # the reference does not read the training settings, the networks do
+    assert planned(train={**KNOWN_D_MINI["train"], "lr": 5e-3}) == {
+        "known_d_run": 9, "known_d_laws": 1, "all": 1}

@@ -204,6 +204,7 @@ class NetworkResult:
     wall_s: float
     params_nonembed: int
     history: list
+    ids: dict  # state name -> k -> MLE intrinsic dimension
 
 
 def _symbol_logits(model: GPT, tokens: torch.Tensor, task: Task) -> torch.Tensor:
@@ -241,6 +242,42 @@ def network_excess(model: GPT, task: Task, eval_z: np.ndarray, eval_symbols: np.
         out[i:i + 1024] = np.sum(pi * (logp - logq), axis=2).mean(axis=1)
     model.train()
     return out
+
+
+ID_KS = (10, 20, 40, 80)
+
+
+@torch.no_grad()
+def model_states(model: GPT, task: Task, z: np.ndarray, symbols: np.ndarray) -> dict[str, np.ndarray]:
+    """What the network holds where it has read all of z and predicts the first symbol:
+    the output of each block, and its centred log-probabilities over the symbols."""
+    model.eval()
+    tokens = torch.from_numpy(task.encode(z, symbols))[:, :task.coord_tokens]
+    tr = model.transformer
+    x = tr.wte(tokens) + tr.wpe(torch.arange(tokens.shape[1]))
+    states = {}
+    for i, block in enumerate(tr.h):
+        x = block(x)
+        states[f"block{i + 1}"] = x[:, -1].double().numpy()
+    logp = torch.log_softmax(model.lm_head(tr.ln_f(x[:, -1]))[:, task.base:task.base + task.vocab].double(), -1)
+    states["logprobs"] = (logp - logp.mean(dim=1, keepdim=True)).numpy()
+    model.train()
+    return states
+
+
+def id_profile(states: dict[str, np.ndarray], ks=ID_KS) -> dict[str, dict[str, float]]:
+    """MLE intrinsic dimension of each set of states at each k (euclidean, all points)."""
+    from idscaling.intrinsic_dim import estimate_ids
+
+    return {name: {str(k): e.id for k, e in zip(ks, estimate_ids(x, methods=("mle",), ks=ks,
+                                                                  progress=False))}
+            for name, x in states.items()}
+
+
+def true_logprobs(task: Task, z: np.ndarray) -> np.ndarray:
+    """Centred log p_z: the Bayes predictor's outputs, whose ID is the task's own."""
+    logp = np.log(task.probs(z))
+    return logp - logp.mean(axis=1, keepdims=True)
 
 
 def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -291,9 +328,11 @@ def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[n
     # converged: the decay began at a plateau (not at the step cap) and ran to its end
     converged = cooldown is not None and steps >= sum(cooldown)
     excess = network_excess(model, task, *eval_points)
+    ids = id_profile(model_states(model, task, *eval_points))
     return NetworkResult(excess=excess, steps=steps, best_val_loss=best, converged=converged,
                          wall_s=time.perf_counter() - start,
-                         params_nonembed=model.num_params(non_embedding=True), history=history)
+                         params_nonembed=model.num_params(non_embedding=True), history=history,
+                         ids=ids)
 
 
 # ----------------------------------------------------------------------- one job
@@ -329,7 +368,8 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
     if estimator == "reference":
         ref = knn_reference(task, *train, tune[0], eval_z, **known_d.get("reference", {}))
         excess = ref.excess
-        record.update(k=ref.k, tune_excess=ref.tune_excess, converged=True)
+        record.update(k=ref.k, tune_excess=ref.tune_excess, converged=True,
+                      ids=id_profile({"true_logprobs": true_logprobs(task, eval_z)}))
     elif estimator in ("base", "wide"):
         shape = dict(known_d["model"])
         if estimator == "wide":
@@ -340,7 +380,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
         excess = net.excess
         record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
-                      params_nonembed=net.params_nonembed, history=net.history)
+                      params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)
     else:
         raise ConfigError(f"known_d: unknown estimator {estimator!r}: base, wide or reference")
     record["excess"] = float(excess.mean())

@@ -40,9 +40,13 @@ def predicted_exponent(d: float, s: float) -> float:
     return 2 * s / (2 * s + d)
 
 
-def read_runs(json_paths: list[Path]) -> tuple[pd.DataFrame, dict]:
-    """The run records as a table, and each run's per-point excess keyed by its row index."""
-    rows, excess = [], {}
+ID_COLUMNS = ["arm", "d", "s", "docs", "seed", "estimator", "state", "k", "id", "calibrated_id"]
+
+
+def read_runs(json_paths: list[Path]) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """The run records as a table, each run's per-point excess keyed by its row index, and
+    the intrinsic dimensions the runs measured (one row per state and k)."""
+    rows, excess, ids = [], {}, []
     for path in json_paths:
         path = Path(path)
         record = read_json(path)
@@ -55,7 +59,36 @@ def read_runs(json_paths: list[Path]) -> tuple[pd.DataFrame, dict]:
                             f"per-point excesses, found shape {values.shape}")
         excess[len(rows)] = values
         rows.append({c: record.get(c, np.nan) for c in RUN_COLUMNS})
-    return pd.DataFrame(rows, columns=RUN_COLUMNS), excess
+        for state, by_k in (record.get("ids") or {}).items():
+            ids += [{**{c: record[c] for c in ("arm", "d", "s", "docs", "seed", "estimator")},
+                     "state": state, "k": int(k), "id": v} for k, v in by_k.items()]
+    ids = pd.DataFrame(ids, columns=ID_COLUMNS[:-1])
+    return pd.DataFrame(rows, columns=RUN_COLUMNS), excess, ids
+
+
+def sphere_readings(n: int, ks, dims, seed: int = 0) -> pd.DataFrame:
+    """What the MLE reads on n uniform points of S^m, for each m in `dims` and k in `ks`:
+    the estimator's own bias at this n, against which a reading is calibrated."""
+    from idscaling.field import uniform_sphere
+    from idscaling.known_d import id_profile
+
+    rows = []
+    for m in dims:
+        points = uniform_sphere(np.random.default_rng([seed, m]), n, m)
+        for k, v in id_profile({"sphere": points}, ks)["sphere"].items():
+            rows.append({"dim": m, "k": int(k), "reading": v})
+    return pd.DataFrame(rows)
+
+
+def calibrate(ids: pd.DataFrame, readings: pd.DataFrame) -> pd.Series:
+    """The dimension m whose uniform sphere the MLE reads as each row's ID (same n, same k),
+    by linear interpolation between the dims measured; NaN beyond them."""
+    out = pd.Series(np.nan, index=ids.index)
+    for k, sel in ids.groupby("k"):
+        curve = readings[readings.k == k].sort_values("dim")
+        reading = np.maximum.accumulate(curve.reading.to_numpy())  # monotone for np.interp
+        out[sel.index] = np.interp(sel["id"], reading, curve.dim, left=np.nan, right=np.nan)
+    return out
 
 
 def slope(log_n: np.ndarray, log_y: np.ndarray) -> np.ndarray:
@@ -187,21 +220,61 @@ def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.Data
     return "\n".join(lines)
 
 
-def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known_d: dict) -> None:
-    from idscaling.known_d_plots import plot_excess, plot_exponents
+def id_at_largest_n(ids: pd.DataFrame, k: int = 20) -> pd.DataFrame:
+    """Per arm and state: the mean over seeds of the calibrated ID at k, for the network
+    (base) at its largest n, and for the true log-probabilities."""
+    sel = ids[(ids.k == k) & ids.estimator.isin(["base", "reference"])]
+    rows = []
+    for (arm, state), g in sel.groupby(["arm", "state"], sort=False):
+        g = g[g.docs == g.docs.max()] if state != "true_logprobs" else g[g.docs == g.docs.min()]
+        rows.append({"arm": arm, "d": g.d.iloc[0], "s": g.s.iloc[0], "state": state,
+                     "docs": int(g.docs.iloc[0]), "id": g["id"].mean(),
+                     "calibrated_id": g.calibrated_id.mean()})
+    return pd.DataFrame(rows)
 
-    runs, excess = read_runs(json_paths)
+
+def id_markdown(ids: pd.DataFrame, k: int = 20) -> str:
+    if ids.empty:
+        return ""
+    table = id_at_largest_n(ids, k)
+    states = list(dict.fromkeys(table.state))
+    lines = ["", f"## Known dimension: intrinsic dimension (MLE, k = {k}), calibrated", "",
+             "Calibrated: the m whose uniform sphere S^m the MLE reads the same at this n and k "
+             "(the estimator's own bias removed). Network states at the last coordinate token, "
+             "from the largest n, mean over seeds; true_logprobs: centred log p_z at the same "
+             "held-out points.", "",
+             "| arm | d | " + " | ".join(states) + " |", "|---|---:|" + "---|" * len(states)]
+    for arm, g in table.groupby("arm", sort=False):
+        g = g.set_index("state")
+        cells = [f"{g.loc[s, 'calibrated_id']:.2f} (raw {g.loc[s, 'id']:.2f})" if s in g.index else "—"
+                 for s in states]
+        lines.append(f"| {arm} | {int(g.d.iloc[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known_d: dict) -> None:
+    from idscaling.known_d_plots import plot_excess, plot_exponents, plot_ids
+
+    runs, excess, ids = read_runs(json_paths)
     if runs.empty:
         raise DataError("known_d: no run records given")
+    if not ids.empty:
+        dims = range(1, int(max(3 * runs.d.max(), 12)) + 1)
+        readings = sphere_readings(known_d.get("eval_points", 4096), sorted(ids.k.unique()), dims)
+        ids["calibrated_id"] = calibrate(ids, readings)
+    else:
+        ids["calibrated_id"] = []
     flags = regime_flags(runs, reference_factor=known_d["reference_factor"],
                          width_tolerance=known_d["width_tolerance"])
     exponents = fit_arms(runs, excess, flags, margin=known_d["margin"], reps=known_d["bootstrap"],
                          level=known_d["level"], reference_docs=known_d.get("reference_docs"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for table, name in ((runs, "runs.csv"), (flags, "regime.csv"), (exponents, "exponents.csv")):
+    for table, name in ((runs, "runs.csv"), (flags, "regime.csv"), (exponents, "exponents.csv"),
+                        (ids, "ids.csv")):
         write_text(out_dir / name, table.to_csv(index=False))
     write_text(out_dir / "summary.md", summary_markdown(exponents, flags, runs, margin=known_d["margin"],
-                                                        level=known_d["level"]))
+                                                        level=known_d["level"]) + id_markdown(ids))
+    plot_ids(ids, fig_dir / "known_d_id.png")
     plot_excess(runs, flags, exponents, fig_dir / "known_d_excess.png")
     plot_exponents(exponents, known_d["margin"], fig_dir / "known_d_exponents.png")
     for r in exponents.itertuples():

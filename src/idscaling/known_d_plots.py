@@ -108,3 +108,26 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
            ylabel="observed exponent of the excess (95% CI)",
            title="Known dimension: observed against predicted, with verdicts")
     return _save(fig, path)
+
+
+@_styled
+def plot_ids(ids: pd.DataFrame, path: Path, k: int = 20) -> Path:
+    from idscaling.known_d_laws import id_at_largest_n
+
+    fig, axes = _panels(1, width=6.4, height=5.0)
+    ax = axes[0]
+    table = id_at_largest_n(ids, k) if not ids.empty else pd.DataFrame(columns=["d", "calibrated_id", "state", "s"])
+    if len(table):
+        top = float(max(table.d.max(), np.nanmax(table.calibrated_id.to_numpy(dtype=float)))) * 1.1 + 0.5
+        grid = np.array([0.0, top])
+        ax.plot(grid, grid, "-", color="0.4", lw=1, label="ID = d")
+        ax.fill_between(grid, 0.85 * grid, 1.15 * grid, color="0.88", label="within 15% of d")
+        jitter = {s: 0.08 * (i - 1) for i, s in enumerate(dict.fromkeys(table.state))}
+        sns.scatterplot(data=table.assign(x=table.d + table.state.map(jitter),
+                                          smoothness=table.s.map(lambda v: f"s = {v:g}")),
+                        x="x", y="calibrated_id", hue="state", style="smoothness", s=70, ax=ax)
+        ax.set(xlim=(0, top), ylim=(0, top))
+    ax.set(xlabel="latent dimension d (known)", ylabel=f"calibrated MLE ID (k = {k})",
+           title="Known dimension: what the network's states measure")
+    _legend(ax)
+    return _save(fig, path)

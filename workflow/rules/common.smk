@@ -152,7 +152,8 @@ def known_d_outputs():
     if not config.get("known_d"):
         return []
     return ["results/known_d/exponents.csv", "results/known_d/summary.md",
-            "results/figures/known_d_excess.png", "results/figures/known_d_exponents.png"]
+            "results/figures/known_d_excess.png", "results/figures/known_d_exponents.png",
+            "results/figures/known_d_id.png"]
 
 
 def corpus_outputs():

@@ -1,9 +1,17 @@
 # The known-dimension experiment: one job per arm, size, seed and estimator, then one
 # analysis. The run jobs get only the keys that change a run; the analysis only its own.
 
-KNOWN_D_RUN_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
-                    "digits", "eval_points", "tune_docs", "model", "train", "reference")
-KNOWN_D_LAW_KEYS = ("docs", "reference_docs", "reference_factor", "width_tolerance", "margin", "bootstrap", "level")
+KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
+                     "digits", "eval_points", "tune_docs")
+KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
+                          "wide": ("model", "train")}
+
+
+def known_d_run_options(wildcards):
+    """The known_d keys that a run of this estimator reads, and no other."""
+    keys = KNOWN_D_TASK_KEYS + KNOWN_D_ESTIMATOR_KEYS[wildcards.estimator]
+    return as_json({k: v for k, v in config["known_d"].items() if k in keys})
+KNOWN_D_LAW_KEYS = ("eval_points", "docs", "reference_docs", "reference_factor", "width_tolerance", "margin", "bootstrap", "level")
 
 
 rule known_d_run:
@@ -17,7 +25,7 @@ rule known_d_run:
     params:
         d=lambda w: known_d_arm(w.arm)["d"],
         s=lambda w: known_d_arm(w.arm)["s"],
-        options=as_json({k: v for k, v in (config.get("known_d") or {}).items() if k in KNOWN_D_RUN_KEYS}),
+        options=known_d_run_options,
     log:
         "logs/known_d/{arm}/n{docs}_s{seed}_{estimator}.log",
     benchmark:
@@ -41,6 +49,8 @@ rule known_d_laws:
         summary=report("results/known_d/summary.md", caption="../report/known_d.rst", category="Known dimension"),
         excess=report("results/figures/known_d_excess.png", caption="../report/known_d_excess.rst", category="Known dimension"),
         exponents_fig=report("results/figures/known_d_exponents.png", caption="../report/known_d_exponents.rst", category="Known dimension"),
+        ids=report("results/known_d/ids.csv", caption="../report/known_d.rst", category="Known dimension"),
+        id_fig=report("results/figures/known_d_id.png", caption="../report/known_d_id.rst", category="Known dimension"),
     params:
         options=as_json({k: v for k, v in (config.get("known_d") or {}).items() if k in KNOWN_D_LAW_KEYS}),
     log:
