@@ -6,7 +6,7 @@ import pytest
 
 from idscaling.config import validate_config
 from idscaling.errors import ConfigError
-from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
+from workflow_utils import REPO, copy_workflow, load_config, planned_jobs, snakemake, write_config
 
 MINIMAL = {
     "corpora": {"code": {"source": "builtin", "name": "python-stdlib"}},
@@ -100,13 +100,14 @@ def test_lint_reports_nothing(tmp_path):
 
 
 def test_paper_config_dry_run(tmp_path):
-    """The paper's grid plans 576 training runs, hub corpora fetched as local jobs."""
+    """The paper's grid plans 528 training runs, hub corpora fetched as local jobs."""
     copy_workflow(tmp_path)
     config = load_config(tmp_path / "configs" / "paper.yaml")
     assert {spec["source"] for spec in config["corpora"].values()} == {"hf"}
     assert config["tokenizer"] == {"kind": "pretrained", "name": "gpt2"}
     jobs = planned_jobs(tmp_path, "--configfile", "configs/paper.yaml")
-    assert jobs["train"] == 3 * 8 * 8 * 3
+    # OpenWebText and The Stack: 7 sizes up to 2^30; TinyStories: its own 8; 8 models, 3 seeds
+    assert jobs["train"] == (7 + 7 + 8) * 8 * 3
     assert jobs["corpus"] == 3 and jobs["embed"] == 3
 
 
@@ -143,3 +144,13 @@ def test_known_d_config_dry_run(tmp_path):
     assert jobs["known_d_run"] == arms * (2 * sizes + 2 * ref_sizes + sizes)
     assert jobs["known_d_laws"] == 1
     assert "train" not in jobs and "corpus" not in jobs
+
+
+def test_a_step_budget_below_one_epoch_of_the_largest_d_is_refused():
+    config = minimal(data_tokens=[1000, 10_000_000], train={"max_steps": 100, "batch_size": 8, "context": 64})
+    with pytest.raises(ConfigError, match=r"data_tokens: D = 10000000 tokens is more than one run can see.*= 51200 tokens"):
+        validate_config(config)
+    paper = load_config(REPO / "configs" / "paper.yaml")
+    paper["data_tokens"].append(2 ** 31)
+    with pytest.raises(ConfigError, match="D = 2147483648"):
+        validate_config(paper)

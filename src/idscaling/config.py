@@ -105,7 +105,15 @@ def _check_semantics(config: dict) -> None:
         (f"corpora.{name}.data_tokens", spec["data_tokens"])
         for name, spec in config["corpora"].items() if "data_tokens" in spec
     ]
+    budget = train["max_steps"] * train["batch_size"] * train["context"]
     for key, grid in grids:
+        if grid and max(grid) > budget:
+            # a run that cannot see its data once is compute-limited, not data-limited
+            raise ConfigError(
+                f"config: {key}: D = {max(grid)} tokens is more than one run can see: "
+                f"train.max_steps x batch_size x context = {train['max_steps']} x "
+                f"{train['batch_size']} x {train['context']} = {budget} tokens; raise the "
+                "budget or stop the grid there")
         for d in grid:
             if d <= train["context"]:
                 raise ConfigError(
