@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from idscaling.errors import ConfigError
-from idscaling.field import holder_exponent, make_field, uniform_sphere
+from idscaling.field import holder_exponent, uniform_sphere
+from idscaling.synthetic import make_field  # the public name
 
 
 @pytest.mark.parametrize("s", [0.5, 1.0, 2.0])

@@ -48,7 +48,7 @@ LAW_PARAMETERS = {("data", "offset"): 3, ("data", "pure"): 2, ("model", "offset"
                   ("model", "pure"): 2, ("joint", "offset"): 5}
 
 LAW_COLUMNS = [
-    # the contract (DESIGN.md), in its order
+    # the contract (docs/design.md), in its order
     "corpus", "law", "fixed", "exponent", "exponent_ci_low", "exponent_ci_high", "offset_E",
     "coef", "n_points", "rmse_log", "id", "predicted_exponent", "predicted_ci_low",
     "predicted_ci_high",

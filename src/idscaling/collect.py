@@ -1,4 +1,4 @@
-"""Gather per-run metrics and per-corpus ID estimates into the two tables of DESIGN.md."""
+"""Gather per-run metrics and per-corpus ID estimates into the two tables of docs/design.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ LOSS_COLUMNS = [
     "tokens", "seed", "steps", "epochs", "best_val_loss", "final_val_loss", "train_loss",
     "wall_s", "device",
 ]
-# DESIGN.md's columns first, in its order; then what says how each estimate was made.
+# docs/design.md's columns first, in its order; then what says how each estimate was made.
 ID_COLUMNS = [
     "corpus", "embedder", "layer", "estimator", "k", "metric", "n_points", "id", "ci_low",
     "ci_high", "protocol", "n_duplicates",

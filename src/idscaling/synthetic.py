@@ -114,6 +114,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from idscaling.errors import ConfigError
+from idscaling.field import make_field  # noqa: F401  (public: the known-dimension field)
 
 log = logging.getLogger(__name__)
 
