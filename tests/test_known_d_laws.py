@@ -33,16 +33,17 @@ def test_bootstrap_recovers_the_exponent():
 
 
 def test_interval_covers_the_truth_at_its_stated_level():
-    # 200 data sets from a known law, two seeds each, noise as measured in a sweep
+    # 400 data sets from a known law, two seeds each, noise as measured in a sweep; the
+    # band is tighter than 90-99% so that an interval at 90% (no small-sample correction) fails
     rng = np.random.default_rng(7)
     hits = 0
-    trials = 200
+    trials = 400
     for _ in range(trials):
         _, lo, hi = bootstrap_exponent(SIZES, simulate(0.5, rng=rng), reps=300, seed=int(rng.integers(1e9)))
         hits += lo <= 0.5 <= hi
     coverage = hits / trials
     print(f"coverage of the 95% interval: {coverage:.3f} ({trials} data sets)")
-    assert 0.90 <= coverage <= 0.99, coverage
+    assert 0.92 <= coverage <= 0.99, coverage
 
 
 def test_too_few_sizes_is_refused():
