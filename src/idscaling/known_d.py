@@ -199,6 +199,7 @@ def knn_reference(task: Task, z: np.ndarray, symbols: np.ndarray, tune_z: np.nda
 class NetworkResult:
     excess: np.ndarray  # per held-out point, mean over the R symbol positions
     steps: int
+    best_step: int  # the state returned: the best validation loss
     best_val_loss: float
     converged: bool
     wall_s: float
@@ -283,7 +284,12 @@ def true_logprobs(task: Task, z: np.ndarray) -> np.ndarray:
 def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                   eval_points: tuple[np.ndarray, np.ndarray], shape: dict, s: TrainSettings, seed: int,
                   *, threads: int | None = None) -> NetworkResult:
-    """Train a GPT on the documents until its validation symbol loss plateaus, then anneal."""
+    """Train a GPT on the documents until its validation symbol loss plateaus, then anneal;
+    return the state with the best validation loss (early stopping).
+
+    Evaluation comes every `eval_every` steps, or every two epochs when that is sooner
+    (at least every 10 steps), so that a run on few documents stops before it overfits.
+    """
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -296,7 +302,8 @@ def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[n
     gen = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(len(data), generator=gen), 0
     batch = min(s.batch_size, len(data))
-    best, bad, cooldown, history = math.inf, 0, None, []
+    every = min(s.eval_every, max(10, math.ceil(2 * len(data) / batch)))
+    best, best_state, best_step, bad, cooldown, history = math.inf, None, 0, 0, None, []
     step = 0
     while step < s.max_steps and (cooldown is None or step < sum(cooldown)):
         lr = lr_at(step, s, cooldown)
@@ -310,26 +317,28 @@ def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[n
         loss.backward()
         optimizer_step(model, optimizer, None, s.grad_clip)
         step += 1
-        if step % s.eval_every == 0:
+        if step % every == 0 or step == s.max_steps or (cooldown and step == sum(cooldown)):
             val_loss = _mean_loss(model, val_tokens, task)
             history.append({"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": val_loss})
             log.info("step %d  lr %.2e  train %.4f  val %.4f", step, lr, loss.item(), val_loss)
-            if val_loss < best - 1e-4:
-                best, bad = val_loss, 0
-            else:
-                bad += 1
+            bad = 0 if val_loss < best - 1e-4 else bad + 1
+            if val_loss < best:
+                best, best_step = val_loss, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if cooldown is None and s.early_stop_patience and bad >= s.early_stop_patience:
                 cooldown = cooldown_after(step, s)
                 log.info("validation loss flat for %d evaluations: annealing over %d steps",
                          bad, cooldown[1])
     steps = step
-    final = _mean_loss(model, val_tokens, task)
-    best = min(best, final)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    log.info("best validation loss %.4f at step %d of %d", best, best_step, steps)
     # converged: the decay began at a plateau (not at the step cap) and ran to its end
     converged = cooldown is not None and steps >= sum(cooldown)
     excess = network_excess(model, task, *eval_points)
     ids = id_profile(model_states(model, task, *eval_points))
-    return NetworkResult(excess=excess, steps=steps, best_val_loss=best, converged=converged,
+    return NetworkResult(excess=excess, steps=steps, best_step=best_step, best_val_loss=best,
+                         converged=converged,
                          wall_s=time.perf_counter() - start,
                          params_nonembed=model.num_params(non_embedding=True), history=history,
                          ids=ids)
@@ -379,6 +388,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
                             threads=threads)
         excess = net.excess
         record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
+                      best_step=net.best_step,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
                       params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)
     else:
