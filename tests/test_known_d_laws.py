@@ -53,8 +53,8 @@ def test_too_few_sizes_is_refused():
 
 def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0):
     rows, excess = [], {}
-    for est, alpha, scale in (("base", alpha_net, factor), ("reference", alpha_ref, 1.0)):
-        data = scale * simulate(alpha, rng=np.random.default_rng(hash(est) % 2**32))
+    for stream, (est, alpha, scale) in enumerate((("base", alpha_net, factor), ("reference", alpha_ref, 1.0))):
+        data = scale * simulate(alpha, rng=np.random.default_rng(stream))
         for i, n in enumerate(SIZES):
             for seed in range(data.shape[1]):
                 excess[len(rows)] = data[i, seed]
@@ -79,5 +79,6 @@ def test_verdict_flips_when_the_data_follow_another_exponent():
 def test_sizes_far_above_the_reference_are_flagged_not_fitted():
     table = _verdicts(0.5, factor=3.0)
     assert table.loc["network", "verdict"] == "underdetermined"
-    assert re.search(r"n=512: 2\.\d+x the reference", table.loc["network", "reason"])
+    ratio = re.search(r"n=512: (\d+\.\d+)x the reference", table.loc["network", "reason"])
+    assert ratio and 2.0 < float(ratio.group(1)) < 4.5
     assert np.isnan(table.loc["network", "exponent"])

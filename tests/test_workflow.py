@@ -201,7 +201,8 @@ def test_synthetic_sweep_in_miniature(tmp_path):
                          for name, spec in config["corpora"].items()
                          if name in ("synth-d2", "synth-d8")}
     config["models"] = {"tiny": {"n_layer": 1, "n_embd": 16, "n_head": 2}}
-    config["data_tokens"] = [2000, 4000, 8000]
+    # four sizes: the offset law has three parameters, so three sizes would be underdetermined
+    config["data_tokens"] = [1000, 2000, 4000, 8000]
     config["train"].update(context=48, batch_size=8, max_steps=150, eval_every=15, lr=1e-2,
                            warmup_steps=5,
                            eval_tokens=4096, early_stop_patience=3, checkpoint_every=30)
@@ -218,7 +219,7 @@ def test_synthetic_sweep_in_miniature(tmp_path):
         # 250 validation documents, 120 sampled, one state each from position 24 on
         assert (meta["n_docs"], meta["n_points"], meta["min_position"]) == (120, 120, 24)
         runs = list((results / corpus / "runs" / "tiny").glob("D*/s0/metrics.json"))
-        assert len(runs) == 3
+        assert len(runs) == 4
         assert all(load_config(p)["schedule"] == "wsd" for p in runs)
     ids = pd.read_csv(results / "intrinsic_dim.csv")
     assert set(ids["protocol"]) == {"full"} and set(ids["corpus"]) == {"synth-d2", "synth-d8"}

@@ -122,6 +122,22 @@ def laws_outputs():
     ]
 
 
+KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
+                     "digits", "eval_points", "tune_docs")
+KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
+                          "wide": ("model", "train")}
+
+
+def known_d_run_options(wildcards):
+    """The known_d keys that a run of this estimator reads, and no other."""
+    keys = KNOWN_D_TASK_KEYS + KNOWN_D_ESTIMATOR_KEYS[wildcards.estimator]
+    return as_json({k: v for k, v in config["known_d"].items() if k in keys})
+
+
+KNOWN_D_LAW_KEYS = ("eval_points", "docs", "reference_docs", "reference_factor", "width_tolerance",
+                    "margin", "bootstrap", "level")
+
+
 def known_d_arms():
     """Arm name -> {d, s}; the name is what the run folders are called."""
     from idscaling.known_d import arm_name

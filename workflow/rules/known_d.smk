@@ -1,19 +1,6 @@
 # The known-dimension experiment: one job per arm, size, seed and estimator, then one
 # analysis. The run jobs get only the keys that change a run; the analysis only its own.
 
-KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
-                     "digits", "eval_points", "tune_docs")
-KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
-                          "wide": ("model", "train")}
-
-
-def known_d_run_options(wildcards):
-    """The known_d keys that a run of this estimator reads, and no other."""
-    keys = KNOWN_D_TASK_KEYS + KNOWN_D_ESTIMATOR_KEYS[wildcards.estimator]
-    return as_json({k: v for k, v in config["known_d"].items() if k in keys})
-KNOWN_D_LAW_KEYS = ("eval_points", "docs", "reference_docs", "reference_factor", "width_tolerance", "margin", "bootstrap", "level")
-
-
 rule known_d_run:
     output:
         record="results/known_d/{arm}/n{docs}/s{seed}/{estimator}.json",
