@@ -86,12 +86,16 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
     ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
     ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
     offsets = {"reference": -0.004, "network": 0.004}
+    unfitted = {}  # arms with the same prediction and no fit would print their labels on top of each other
     for est in ("reference", "network"):
         e = exponents[exponents.estimator == est]
         for r in e.itertuples():
             x = r.predicted + offsets[est]
             if np.isnan(r.exponent):
-                ax.annotate(f"{r.arm}: {r.verdict}", (x, lo + 0.03), fontsize=7, rotation=90,
+                key = round(r.predicted, 6)
+                shift = 0.025 * unfitted.get(key, 0)
+                unfitted[key] = unfitted.get(key, 0) + 1
+                ax.annotate(f"{r.arm}: {r.verdict}", (x + shift, lo + 0.03), fontsize=7, rotation=90,
                             color=COLORS[est], ha="center", va="bottom")
                 continue
             ax.errorbar(x, r.exponent, yerr=[[r.exponent - r.ci_low], [r.ci_high - r.exponent]],
