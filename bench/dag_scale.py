@@ -1,9 +1,9 @@
 """How long Snakemake takes to build the DAG of a paper-scale grid (dry-run).
 
-Times `snakemake -n` on configs/paper.yaml (3 corpora x 8 models x 8 data sizes x
-3 seeds = 576 training jobs) and on the same config cut to a tenth of the training jobs
+Times `snakemake -n` on configs/paper.yaml (8 models x 3 seeds over 7 + 7 + 8 data
+sizes = 528 training jobs) and on the same config cut to a tenth of the training jobs
 (3 x 4 x 5 x 1 = 60), median of `--repeats` runs each, in one process, and prints the
-ratio. Goal: the 576-job DAG in under 20 s on a 2-core laptop.
+ratio. Goal: the 528-job DAG in under 20 s on a 2-core laptop.
 
     python bench/dag_scale.py [--repeats 3]
 """
