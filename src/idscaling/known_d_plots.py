@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +88,14 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
     ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
     ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
     offsets = {"reference": -0.004, "network": 0.004}
-    unfitted = {}  # arms with the same prediction and no fit would print their labels on top of each other
+    unfitted = Counter()  # arms with one prediction and no fit would print their labels on top of each other
     for est in ("reference", "network"):
         e = exponents[exponents.estimator == est]
         for r in e.itertuples():
             x = r.predicted + offsets[est]
             if np.isnan(r.exponent):
-                key = round(r.predicted, 6)
-                shift = 0.025 * unfitted.get(key, 0)
-                unfitted[key] = unfitted.get(key, 0) + 1
+                shift = 0.025 * unfitted[round(r.predicted, 6)]
+                unfitted[round(r.predicted, 6)] += 1
                 ax.annotate(f"{r.arm}: {r.verdict}", (x + shift, lo + 0.03), fontsize=7, rotation=90,
                             color=COLORS[est], ha="center", va="bottom")
                 continue
