@@ -39,7 +39,7 @@ def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA,
                                  n_head=2, params=N + 512 * n_embd, params_nonembed=N, tokens=D,
                                  seed=0, steps=100, epochs=1.0, best_val_loss=loss,
                                  final_val_loss=loss * 1.01, train_loss=loss * 0.99, wall_s=1.0,
-                                 device="cpu"))
+                                 device="cpu", converged=True))
                 path = root / corpus / "runs" / model / f"D{D}" / "s0" / "history.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 step = np.arange(0, 60, 10)
@@ -193,6 +193,36 @@ def test_corpus_without_an_id_gets_laws_but_no_prediction(tmp_path):
     assert prose["id"].isna().all() and prose["predicted_exponent"].isna().all()
     assert prose["reason"].str.contains("no intrinsic dimension for corpus prose").all()
     assert laws[laws["corpus"] == "code"]["id"].notna().all()
+
+
+def test_unconverged_runs_are_not_points_of_a_law_and_the_summary_names_them(tmp_path):
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",))
+    table = pd.read_csv(losses)
+    # an undertrained run sits far above the law: fitted, it would bend the data exponent
+    bad = (table["model"] == "m") & (table["tokens"] == DATA[-1])
+    table.loc[bad, "best_val_loss"] *= 1.5
+    table.loc[bad, "converged"] = False
+    table.to_csv(losses, index=False)
+
+    result = run_laws(losses, ids, histories, tmp_path / "out", bootstrap=40, draw=False)
+    laws = result["laws_table"].set_index(["law", "fixed", "form"])
+    assert laws.loc[("data", "m", "offset"), "n_points"] == len(DATA) - 1
+    assert laws.loc[("data", "xs", "offset"), "n_points"] == len(DATA)
+    assert laws.loc[("joint", "", "offset"), "n_points"] == 3 * len(DATA) - 1
+    assert laws.loc[("joint", "", "offset"), "exponent_D"] == pytest.approx(TRUTH["beta"], abs=0.05)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"Runs: 11 of 12 converged" in summary and f"code/m/D{DATA[-1]}/s0" in summary
+
+    # with converged_only off, the bad run is a point again and moves the exponent
+    every = run_laws(losses, ids, histories, tmp_path / "all", bootstrap=40, draw=False,
+                     converged_only=False)["laws_table"].set_index(["law", "fixed", "form"])
+    assert every.loc[("joint", "", "offset"), "n_points"] == 3 * len(DATA)
+    joint_rmse = [t.loc[("joint", "", "offset"), "rmse_log"] for t in (laws, every)]
+    assert joint_rmse[1] > 10 * joint_rmse[0]
+
+    table.astype({"converged": object}).where(~bad, "maybe").to_csv(losses, index=False)
+    with pytest.raises(DataError, match="converged.*maybe"):
+        run_laws(losses, ids, histories, tmp_path / "x", bootstrap=40, draw=False)
 
 
 def test_bad_inputs_raise_errors_that_name_the_problem(tmp_path):

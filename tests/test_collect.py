@@ -14,7 +14,7 @@ def _metrics(tmp_path, corpus, model, tokens, seed, loss, n_embd, **drop):
     run.mkdir(parents=True)
     metrics = {"best_val_loss": loss, "final_val_loss": loss + 0.1, "train_loss": loss - 0.1,
                "steps": 10, "tokens_seen": 10 * tokens, "epochs": 1.5, "tokens_per_s": 1e4,
-               "wall_s": 3.0, "device": "cpu", "params": 1000 + n_embd ** 2 * 12,
+               "wall_s": 3.0, "device": "cpu", "converged": True, "params": 1000 + n_embd ** 2 * 12,
                "params_nonembed": n_embd ** 2 * 12, "seed": seed, "n_layer": 1,
                "n_embd": n_embd, "n_head": 2}
     for key in drop:

@@ -88,6 +88,44 @@ def test_trained_model_last_layer(trained, tmp_path):
     assert meta["n_docs_used"] == len(TEXTS) - 1  # the empty document gives nothing
 
 
+def test_small_val_split_is_topped_up_with_train_documents_no_run_saw(trained, tmp_path):
+    val, seen, unseen = TEXTS[:2], [TEXTS[6]] * 3, ["fox", "dog", "world"]
+    pd.DataFrame({"id": [0, 1], "text": val}).to_parquet(tmp_path / "val.parquet")
+    pd.DataFrame({"id": range(6), "text": seen + unseen}).to_parquet(tmp_path / "train.parquet")
+    n_tokens = lambda texts: sum(len(token_ids(trained, t)[0]) for t in texts)
+    kw = dict(tokenizer=trained / "tokenizer.json", tokens_per_doc=1000,
+              fill_docs=tmp_path / "train.parquet", fill_skip=3, **FAST)
+
+    meta = embed_corpus(str(trained / "model"), tmp_path / "val.parquet", tmp_path / "a",
+                        docs=100, **kw)
+    # every unseen train document joins the two val ones, and no seen one does
+    assert (meta["n_docs"], meta["n_docs_val_available"], meta["n_docs_fill"]) == (5, 2, 3)
+    assert meta["n_points"] == n_tokens(val + unseen)
+    assert np.load(tmp_path / "a" / "layer2.npy").shape[0] == meta["n_points"]
+
+    meta = embed_corpus(str(trained / "model"), tmp_path / "val.parquet", tmp_path / "b",
+                        docs=3, **kw)
+    assert (meta["n_docs"], meta["n_docs_fill"]) == (3, 1)
+    assert n_tokens(val) < meta["n_points"] <= n_tokens(val) + max(map(n_tokens, [[u] for u in unseen]))
+
+    # without a train split the sample is the val split alone
+    meta = embed_corpus(str(trained / "model"), tmp_path / "val.parquet", tmp_path / "c",
+                        docs=100, **{**kw, "fill_docs": None})
+    assert (meta["n_docs"], meta["n_docs_fill"], meta["n_points"]) == (2, 0, n_tokens(val))
+
+
+def test_too_few_points_or_documents_are_flagged(trained, tmp_path, caplog):
+    kw = dict(tokenizer=trained / "tokenizer.json", tokens_per_doc=1000, **FAST)
+    meta = embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "a",
+                        min_points=1, min_docs=len(TEXTS) - 1, **kw)
+    assert meta["enough"] and "below the minimum" not in caplog.text
+    for minimum in ({"min_points": meta["n_points"] + 1}, {"min_docs": len(TEXTS)}):
+        meta = embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "b",
+                            **minimum, **kw)
+        assert not meta["enough"] and "below the minimum" in caplog.text
+        caplog.clear()
+
+
 def test_end_of_text_positions_are_dropped(trained, tmp_path):
     ids, eot = token_ids(trained, TEXTS[4])
     assert eot in ids

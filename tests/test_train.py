@@ -336,6 +336,7 @@ def test_early_stopping_after_patience_evals_without_improvement(data, tmp_path,
     m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=20)
     assert m["stopped_early"] and m["steps"] == 8
     assert (m["best_val_loss"], m["best_step"], m["final_val_loss"]) == (2.0, 4, 2.6)
+    assert not m["converged"]  # plateaued, but stopped at a high lr: not annealed
 
 
 def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkeypatch):
@@ -349,9 +350,21 @@ def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkey
     # runs 4 more steps (half of 8), and the run ends annealed at step 12
     assert m["stopped_early"] and m["cooldown_start"] == 8 and m["steps"] == 12
     assert (m["best_val_loss"], m["best_step"]) == (1.9, 12)
+    assert m["converged"]  # plateaued, then annealed
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "run")]
     assert lrs[-1] == pytest.approx(TRAIN["lr"] * TrainSettings().min_lr_ratio)
     assert all(x == TRAIN["lr"] for x in lrs[:4])  # constant until the plateau
+
+
+def test_wsd_run_that_never_plateaus_is_not_converged(data, tmp_path, monkeypatch):
+    import idscaling.train as train_mod
+
+    losses = iter([3.0 - 0.1 * i for i in range(20)])  # still improving at every evaluation
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
+    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=12,
+            schedule="wsd", warmup_steps=0)
+    # the planned decay ends the run annealed at max_steps, but the loss never went flat
+    assert m["steps"] == 12 and not m["stopped_early"] and not m["converged"]
 
 
 def test_wsd_run_resumes_inside_its_decay(data, tmp_path):

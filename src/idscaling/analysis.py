@@ -20,6 +20,9 @@ Decisions a reader of the tables should know:
   other, `inconclusive` otherwise, with the reason. Overlap alone decides nothing.
 - A law with no more points than parameters is `underdetermined`: it gets no numbers and
   never supplies an observed exponent.
+- Only converged runs (losses.csv `converged`: the val loss plateaued, then the lr was
+  annealed) are points of a law, unless `converged_only=False`; the summary counts and
+  names the runs left out, and the figures draw them hollow.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ PREDICTION_COLUMNS = [
     "verdict", "reason",
 ]
 
-LOSS_REQUIRED = ["corpus", "model", "params_nonembed", "tokens"]
+LOSS_REQUIRED = ["corpus", "model", "params_nonembed", "tokens", "converged"]
 ID_REQUIRED = ["corpus", "estimator", "k", "layer", "id"]
 HISTORY_REQUIRED = ["step", "tokens", "train_loss", "val_loss"]
 
@@ -88,7 +91,7 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
              reference: dict | None = None, corpora: dict | None = None,
              loss_column: str = "best_val_loss", draw: bool = True,
-             margin: float = DEFAULT_MARGIN) -> dict:
+             margin: float = DEFAULT_MARGIN, converged_only: bool = True) -> dict:
     """Fit every law of every corpus, predict exponents from the IDs, draw and summarise.
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
@@ -96,7 +99,8 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     training_curves}.png, plus figures/latent_dim.png when `corpora` (the config's
     mapping) has corpora with a `latent_dim`. `reference` picks the ID that laws.csv and
     the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
-    figures (tables only). Returns the paths written and the tables.
+    figures (tables only). `converged_only` fits converged runs only. Returns the paths
+    written and the tables.
     """
     out_dir = Path(out_dir)
     reference = {**DEFAULT_REFERENCE, **(reference or {})}
@@ -106,7 +110,12 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
 
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
             for c in natural_order(set(losses["corpus"]) | set(ids["corpus"]))}
-    laws, fits = fit_laws(losses, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
+    fitted = losses[losses["converged"]] if converged_only else losses
+    left_out = losses[~losses["converged"]] if converged_only else losses.iloc[:0]
+    if len(left_out):
+        log.warning("%d of %d runs did not converge and are left out of the fits: %s",
+                    len(left_out), len(losses), _run_names(left_out))
+    laws, fits = fit_laws(fitted, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
     predictions = predictions_table(ids, laws, refs, smoothness, margin)
 
     paths = {"laws": out_dir / "laws.csv", "predictions": out_dir / "predictions.csv",
@@ -118,7 +127,8 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
                     out_dir / "figures") if draw else {}
     write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
                                                   bootstrap=bootstrap, reference=reference,
-                                                  loss_column=loss_column, margin=margin))
+                                                  loss_column=loss_column, margin=margin,
+                                                  runs=losses, converged_only=converged_only))
     log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
     return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
 
@@ -167,8 +177,13 @@ def read_losses(path: Path, loss_column: str = "best_val_loss") -> pd.DataFrame:
     table = _read_csv(path, "losses", LOSS_REQUIRED + [loss_column])
     if table.empty:
         raise DataError(f"{path}: losses table has no runs")
+    converged = table["converged"].map(_as_bool)
+    if converged.isna().any():
+        bad = table.loc[converged.isna(), "converged"].iloc[0]
+        raise DataError(f"{path}: column converged must be true or false in every row, got {bad!r}")
     table = table.assign(corpus=table["corpus"].astype(str), model=table["model"].astype(str),
-                         loss=pd.to_numeric(table[loss_column], errors="coerce"))
+                         loss=pd.to_numeric(table[loss_column], errors="coerce"),
+                         converged=converged.astype(bool))
     for col in ["params_nonembed", "tokens"]:
         values = pd.to_numeric(table[col], errors="coerce")
         if not (values > 0).all():
@@ -176,9 +191,8 @@ def read_losses(path: Path, loss_column: str = "best_val_loss") -> pd.DataFrame:
         table[col] = values.astype(float)
     bad = ~np.isfinite(table["loss"])
     if bad.any():
-        runs = ", ".join(f"{r.corpus}/{r.model}/D{int(r.tokens)}" for r in table[bad].itertuples())
         log.warning("%s: %d run(s) without a finite %s are left out of the fits: %s",
-                    path, bad.sum(), loss_column, runs)
+                    path, bad.sum(), loss_column, _run_names(table[bad]))
         table = table[~bad]
     if (table["loss"] <= 0).any():
         raise DataError(f"{path}: {loss_column} must be positive (a cross-entropy in nats)")
@@ -524,7 +538,8 @@ def reference_rows(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, *,
                      smoothness: float, bootstrap: int, reference: dict,
-                     loss_column: str, margin: float = DEFAULT_MARGIN) -> str:
+                     loss_column: str, margin: float = DEFAULT_MARGIN,
+                     runs: pd.DataFrame | None = None, converged_only: bool = True) -> str:
     """results/summary.md: per corpus the ID, predicted and observed exponents, a verdict."""
     layer = "last layer" if str(reference["layer"]) == "last" else f"layer {reference['layer']}"
     out = [
@@ -541,6 +556,8 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
     ]
     for corpus in natural_order(set(laws["corpus"]) | set(refs)):
         out += [f"## {corpus}", ""]
+        if runs is not None:
+            out += [_runs_line(runs[runs["corpus"] == corpus], converged_only), ""]
         ref = refs.get(corpus, {})
         row = ref.get("row")
         pred = predictions[(predictions["corpus"] == corpus) & predictions["is_reference"]]
@@ -557,7 +574,7 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
             out += [
                 f"**Verdict: {v or 'none'}** — {line}",
                 "",
-                f"- ID ({id_desc}): {_span(p, 'id')}"
+                f"- ID ({id_desc}): {_span(p, 'id')}{_id_basis(row)}"
                 + (f" — {ref['note']}" if ref.get("note") else ""),
                 f"- predicted α_D = 2s/(2s+d): {_span(p, 'predicted_alpha_D')}",
                 f"- predicted α_N = 2s/d: {_span(p, 'predicted_alpha_N')}; "
@@ -598,8 +615,45 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
     return "\n".join(out)
 
 
+def _id_basis(row) -> str:
+    """' from 8,000 points of 250 documents', with a warning below the embed stage's minimum."""
+    points, docs = row.get("n_points"), row.get("n_docs")
+    if points is None or pd.isna(points):
+        return ""
+    out = f", from {int(points):,} points" + (
+        f" of {int(docs):,} documents" if docs is not None and not pd.isna(docs) else "")
+    if _as_bool(row.get("below_minimum", False)):
+        out += (" — **below the configured minimum (embedding.min_points, min_docs): "
+                "a weak estimate**")
+    return out
+
+
+def _runs_line(runs: pd.DataFrame, converged_only: bool) -> str:
+    done = int(runs["converged"].sum())
+    line = f"Runs: {done} of {len(runs)} converged (val loss plateaued, then lr annealed)"
+    if done == len(runs):
+        return line + "."
+    names = _run_names(runs[~runs["converged"]])
+    if converged_only:
+        return (line + f"; the laws use only those. Left out, not converged: {names}. "
+                "More steps (train.max_steps) would let them plateau.")
+    return line + f"; the laws use all runs (laws.converged_only is off), also: {names}."
+
+
 # ---------------------------------------------------------------------------------------
 # small helpers
+
+
+def _as_bool(value):
+    """True/False from a CSV cell (pandas reads a bool column as bool, a mixed one as text)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return {"true": True, "false": False, "1": True, "0": False}.get(str(value).strip().lower())
+
+
+def _run_names(runs: pd.DataFrame) -> str:
+    return ", ".join(f"{r.corpus}/{r.model}/D{int(r.tokens)}/s{int(getattr(r, 'seed', 0))}"
+                     for r in runs.itertuples())
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:

@@ -95,11 +95,20 @@ def _relaunch_under_torchrun(gpus: int) -> None:
 
 def cmd_embed(args) -> None:
     from idscaling.embed import embed_corpus
+    from idscaling.errors import ConfigError
+    from idscaling.io import read_json
 
-    opts = {k: v for k, v in args.options.items() if k != "run"}
+    opts = {k: v for k, v in args.options.items() if k not in ("run", "fill_from_train")}
+    fill = {}
+    if args.train_docs is not None:
+        if args.seen is None:
+            raise ConfigError("embed: --train-docs needs --seen, the subset summary of the "
+                              "largest D, to skip the documents a run trained on")
+        # documents [0, docs) lie whole in the first D tokens, document `docs` partly
+        fill = {"fill_docs": args.train_docs, "fill_skip": int(read_json(args.seen)["docs"]) + 1}
     _with_gpus(args.gpus, "embedding", lambda devices: embed_corpus(
         args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
-        context=args.context, threads=args.threads, **opts))
+        context=args.context, threads=args.threads, **fill, **opts))
 
 
 def cmd_intrinsic_dim(args) -> None:
@@ -130,6 +139,7 @@ def cmd_laws(args) -> None:
              smoothness=theory.get("smoothness", 1.0), bootstrap=args.laws.get("bootstrap", 1000),
              seed=args.laws.get("seed", 0), reference=reference, corpora=args.corpora,
              loss_column=args.laws.get("loss", "best_val_loss"),
+             converged_only=args.laws.get("converged_only", True),
              margin=theory.get("margin", 0.05))
 
 
@@ -206,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=_optional_path, default=None)
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--options", type=_json, default={}, help="the embedding section as JSON")
+    p.add_argument("--train-docs", type=Path, default=None,
+                   help="train split that tops up a small val split (documents no run saw)")
+    p.add_argument("--seen", type=Path, default=None,
+                   help="subsets/D{largest}.json: how many train documents runs trained on")
     p.add_argument("--context", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--gpus", type=int, default=0)

@@ -13,12 +13,12 @@ from idscaling.io import atomic_path, read_json
 LOSS_COLUMNS = [
     "corpus", "model", "n_layer", "n_embd", "n_head", "params", "params_nonembed",
     "tokens", "seed", "steps", "epochs", "best_val_loss", "final_val_loss", "train_loss",
-    "wall_s", "device",
+    "wall_s", "device", "converged",
 ]
 # docs/design.md's columns first, in its order; then what says how each estimate was made.
 ID_COLUMNS = [
     "corpus", "embedder", "layer", "estimator", "k", "metric", "n_points", "id", "ci_low",
-    "ci_high", "protocol", "n_duplicates",
+    "ci_high", "protocol", "n_duplicates", "n_docs", "below_minimum",
 ]
 
 # The layout is the contract: results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json

@@ -1,4 +1,4 @@
-"""Token embeddings of validation documents from a reference model (the embed stage).
+"""Token embeddings of held-out documents from a reference model (the embed stage).
 
 The protocol is Havrilla & Liao's: documents sampled from the validation split, each
 truncated to the model's context, end-of-text, special and padding positions dropped, at
@@ -60,7 +60,8 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                  context: int | None = None, batch_size: int = 32, seed: int = 0,
                  dtype: str = "float32", device: str | None = None,
                  threads: int | None = None, model_dtype: str = "float32",
-                 progress: bool = True) -> dict:
+                 fill_docs: Path | None = None, fill_skip: int = 0, min_docs: int = 0,
+                 min_points: int = 0, progress: bool = True) -> dict:
     """Embed tokens of sampled validation documents with a reference model.
 
     model: a directory written by the training engine (then `tokenizer` is its
@@ -77,6 +78,11 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     context: truncation length in tokens (default: the model's maximum).
     dtype: storage dtype of the .npy files, "float32" or "float16"; model_dtype: the
     dtype the model runs in ("float32", "bfloat16", "float16").
+    fill_docs: a second parquet (the train split) that tops the sample up to `docs` when
+    val_docs holds fewer; its first `fill_skip` documents are never taken (the ones a
+    trained model saw). The ID is a property of the text, so unseen train documents
+    measure it as well as val ones. min_docs, min_points: below either, a warning (and
+    meta `enough: false`).
 
     Writes out_dir/layer{L}.npy, (points, hidden) for each chosen layer, rows in the same
     order in every layer (document order, then position), and out_dir/meta.json. Every
@@ -96,8 +102,22 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         raise ConfigError(f"embedding dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if model_dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"model_dtype {model_dtype!r} is not float32, bfloat16 or float16")
+    if isinstance(fill_skip, bool) or not isinstance(fill_skip, int) or fill_skip < 0:
+        raise ConfigError(f"fill_skip must be a non-negative integer, got {fill_skip!r}")
     dev = resolve_device(device)
     texts_all = _read_docs(val_docs)
+    n_val = len(texts_all)
+    n_fill = 0
+    if fill_docs is not None and n_val < docs:
+        unseen = _read_docs(Path(fill_docs))[fill_skip:]
+        take = min(docs - n_val, len(unseen))
+        picked = np.sort(np.random.default_rng([seed, 1]).choice(len(unseen), take,
+                                                                 replace=False))
+        texts_all += [unseen[i] for i in picked]
+        n_fill = take
+        log.info("%s holds %d documents, fewer than the %d asked for: adding %d of the %d "
+                 "documents of %s that no run trained on (after its first %d)", val_docs,
+                 n_val, docs, take, len(unseen), fill_docs, fill_skip)
 
     with torch_threads(threads), torch.no_grad():
         ref = _load_reference(model, tokenizer, dev, getattr(torch, model_dtype))
@@ -116,7 +136,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         chosen = (np.sort(rng.choice(n_avail, docs, replace=False)) if n_avail > docs
                   else np.arange(n_avail))
         if n_avail < docs:
-            log.info("only %d validation documents, fewer than the %d asked for: using all",
+            log.info("only %d documents, fewer than the %d asked for: using all",
                      n_avail, docs)
         texts = [texts_all[i] for i in chosen]
         encoded = ref.encode(texts, context)
@@ -131,6 +151,12 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         log.info("embedding %d token positions from %d of %d sampled documents "
                  "(layers %s, context %d, model %s)", n_points, n_used, len(texts),
                  layers, context, model)
+        enough = n_points >= min_points and n_used >= min_docs
+        if not enough:
+            log.warning("the ID will rest on %d points from %d documents, below the minimum "
+                        "of %d points from %d documents: its estimate is weak (more "
+                        "documents, tokens_per_doc, or fill_from_train would help)",
+                        n_points, n_used, min_points, min_docs)
 
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
         order = sorted((i for i in range(len(picks)) if len(picks[i])),
@@ -167,6 +193,10 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         "tokenizer": str(tokenizer) if tokenizer is not None else None,
         "layers": layers, "n_hidden_states": ref.n_layers + 1,
         "n_docs_available": n_avail, "n_docs": len(texts), "n_docs_used": n_used,
+        "n_docs_val_available": n_val, "n_docs_fill": int(sum(chosen >= n_val)),
+        "fill_docs": str(fill_docs) if fill_docs is not None else None,
+        "fill_skip": fill_skip, "min_docs": min_docs, "min_points": min_points,
+        "enough": enough,
         "n_points": n_points, "dim": dim, "tokens_per_doc": tokens_per_doc,
         "min_position": min_position,
         "max_points": max_points, "context": context, "seed": seed, "dtype": dtype,

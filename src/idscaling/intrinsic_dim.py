@@ -372,7 +372,8 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
     protocol; TwoNN, which uses two neighbours whatever k, gets one row per layer and
     protocol with k = 2. A k range (k1, k2) gives a row with k = k2 and k_min = k1.
     Writes {"rows": [{layer, estimator, k, k_min, metric, protocol, n_points,
-    n_duplicates, n_batches, id, ci_low, ci_high}, ...], ...settings and timings};
+    n_duplicates, n_batches, id, ci_low, ci_high[, n_docs, below_minimum]}, ...],
+    ...settings and timings}, the last two from emb_dir/meta.json when it is there;
     NaN intervals (bootstrap 0) are written as null. Returns the same dict.
     """
     t0 = time.perf_counter()
@@ -386,6 +387,11 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
                               f"{', '.join(PROTOCOLS)}")
     ks = [k] + [kk for kk in k_sweep if _check_k(kk) != _check_k(k)]
     ks = list({_check_k(kk): kk for kk in ks}.values())  # unique, order kept
+    meta_path = emb_dir / "meta.json"
+    embedding = read_json(meta_path) if meta_path.exists() else None
+    # how many documents the points came from, and whether that met the embed stage's minimum
+    provenance = ({"n_docs": embedding.get("n_docs_used"),
+                   "below_minimum": not embedding.get("enough", True)} if embedding else {})
     rows = []
     for layer, path in layers:
         X = _load_layer(path)
@@ -412,13 +418,12 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
                     "k_min": int(k_lo), "metric": e.metric, "protocol": e.protocol,
                     "n_points": e.n_points, "n_duplicates": e.n_duplicates,
                     "n_batches": e.n_batches, "id": e.id, "ci_low": _nan_to_none(e.ci_low),
-                    "ci_high": _nan_to_none(e.ci_high)})
+                    "ci_high": _nan_to_none(e.ci_high), **provenance})
         del X
-    meta_path = emb_dir / "meta.json"
     result = {
         "rows": rows,
         "emb_dir": str(emb_dir),
-        "embedding": read_json(meta_path) if meta_path.exists() else None,
+        "embedding": embedding,
         "estimators": estimators, "k": k, "k_sweep": list(k_sweep), "metric": metric,
         "protocols": protocols, "batch_size": batch_size, "bootstrap": bootstrap,
         "seed": seed, "max_points": max_points,

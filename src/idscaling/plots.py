@@ -119,8 +119,12 @@ def _scaling_panel(ax, runs, *, law, group_col, x_col, corpus, fits, labels, sym
         elif offset is not None:
             legend = textwrap.fill(f"{legend}: no fit ({_short(offset.reason, 80)})", 48,
                                    subsequent_indent="  ")
-        ax.scatter(sel[x_col], sel["loss"], color=color, s=28, zorder=3, label=legend,
-                   edgecolor="white", linewidth=0.5)
+        done = sel["converged"] if "converged" in sel else pd.Series(True, index=sel.index)
+        ax.scatter(sel.loc[done, x_col], sel.loc[done, "loss"], color=color, s=28, zorder=3,
+                   label=legend, edgecolor="white", linewidth=0.5)
+        # unconverged runs are not points of the law: drawn hollow, outside it
+        ax.scatter(sel.loc[~done, x_col], sel.loc[~done, "loss"], facecolor="none",
+                   edgecolor=color, s=28, zorder=3, linewidth=1.0)
         xs = np.geomspace(sel[x_col].min() / 1.3, sel[x_col].max() * 1.3, 100)
         if offset is not None and offset.ok:
             ax.plot(xs, offset.predict(xs), color=color, lw=1.6)
@@ -150,7 +154,7 @@ def plot_data_scaling(losses: pd.DataFrame, fits: dict, path: Path) -> Path:
                        fits=fits, labels=labels, symbol="α_D")
         ax.set(xlabel=D_LABEL, ylabel=LOSS_LABEL)
     fig.suptitle("Data scaling\n" r"$L(D) = E + B\,D^{-\alpha_D}$ per model (solid), "
-                 r"pure $B\,D^{-\alpha}$ (dashed)")
+                 r"pure $B\,D^{-\alpha}$ (dashed); hollow: not converged, not fitted")
     return _save(fig, path)
 
 
@@ -171,7 +175,7 @@ def plot_model_scaling(losses: pd.DataFrame, fits: dict, path: Path) -> Path:
                        corpus=corpus, fits=fits, labels=labels, symbol="α_N")
         ax.set(xlabel=N_LABEL, ylabel=LOSS_LABEL)
     fig.suptitle("Model scaling\n" r"$L(N) = E + A\,N^{-\alpha_N}$ per data size (solid), "
-                 r"pure $A\,N^{-\alpha}$ (dashed)")
+                 r"pure $A\,N^{-\alpha}$ (dashed); hollow: not converged, not fitted")
     return _save(fig, path)
 
 

@@ -352,6 +352,7 @@ class RunState:
     final_val_loss: float | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+    plateaued: bool = False  # the val loss went `early_stop_patience` evaluations without improving
     cooldown: list | None = None  # wsd: [start, length] of a decay that a plateau began
     done: bool = False
     elapsed_s: float = 0.0  # wall time of the run so far, over all sessions
@@ -365,6 +366,7 @@ class RunState:
             self.best_val_loss, self.best_step, self.bad_evals = val_loss, step, 0
             return False
         self.bad_evals += 1
+        self.plateaued = self.plateaued or (bool(patience) and self.bad_evals >= patience)
         return bool(patience) and self.bad_evals >= patience
 
     def add_row(self, step: int, tokens: int, lr: float, val_loss: float | None) -> None:
@@ -773,6 +775,15 @@ def _evaluate(model, data, starts, context, micro, dev, precision, dist: Dist) -
     return (total[0] / total[1]).item()
 
 
+def converged(state: RunState, s: TrainSettings) -> bool:
+    """Plateaued, then annealed: the run stopped improving for `early_stop_patience`
+    evaluations and its learning rate then reached the schedule's floor. wsd gets there by
+    decaying from the plateau; a cosine run that stops at its plateau stops at a high lr,
+    so it counts only when it plateaus at the very end of its schedule."""
+    ended_annealed = not (state.stopped_early and s.schedule != "wsd")
+    return bool(state.plateaued and ended_annealed)
+
+
 def _metrics(state: RunState, s: TrainSettings, cfg: GPTConfig, tokens, seed, batch_tokens, params,
              params_nonembed, device_type, device_name, precision, dist, flops_per_token,
              resumed_from) -> dict[str, Any]:
@@ -809,6 +820,7 @@ def _metrics(state: RunState, s: TrainSettings, cfg: GPTConfig, tokens, seed, ba
         "compile": bool(s.compile and device_type == "cuda"),
         "best_step": state.best_step,
         "stopped_early": state.stopped_early,
+        "converged": converged(state, s),
         "schedule": s.schedule,
         "cooldown_start": state.cooldown[0] if state.cooldown else None,
         "resumed_from": resumed_from,

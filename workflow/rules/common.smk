@@ -84,7 +84,12 @@ def embedding_model(wildcards):
 
 
 def embed_inputs(wildcards):
-    inputs = {"val": f"results/{wildcards.corpus}/corpus/val.parquet"}
+    corpus = wildcards.corpus
+    inputs = {"val": f"results/{corpus}/corpus/val.parquet"}
+    if config["embedding"]["fill_from_train"]:
+        # train documents past the largest D's are ones no run of this corpus trained on
+        inputs["train"] = f"results/{corpus}/corpus/train.parquet"
+        inputs["seen"] = f"results/{corpus}/tokens/subsets/D{data_tokens(corpus)[-1]}.json"
     if config["embedding"]["model"] == "trained":
         ref = run_dir(wildcards.corpus, *reference_run(wildcards.corpus))
         inputs["weights"] = f"{ref}/model.safetensors"

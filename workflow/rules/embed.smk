@@ -6,6 +6,9 @@ rule embed:
     params:
         model=embedding_model,
         tokenizer=lambda w, input: input.get("tokenizer", ""),
+        fill=lambda w, input: (
+            f"--train-docs {input.train} --seen {input.seen}" if "train" in input.keys() else ""
+        ),
         embedding=as_json({k: v for k, v in config["embedding"].items() if k != "model"}),
         context=config["train"]["context"],
     log:
@@ -19,6 +22,6 @@ rule embed:
         "../../envs/torch.yaml"
     shell:
         "idscaling embed --model {params.model:q} --val-docs {input.val:q}"
-        " --tokenizer {params.tokenizer:q} --out-dir {output:q}"
+        " --tokenizer {params.tokenizer:q} --out-dir {output:q} {params.fill}"
         " --options {params.embedding:q} --context {params.context}"
         " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
