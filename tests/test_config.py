@@ -36,6 +36,8 @@ def test_defaults_fill_every_section():
     [
         (minimal(trian={}), "trian"),
         (minimal(corpora={"a/b": {"source": "builtin", "name": "python-stdlib"}}), "a/b"),
+        (minimal(corpora={"-x": {"source": "builtin", "name": "python-stdlib"}}), "-x"),
+        (minimal(models={"-m": {"n_layer": 1, "n_embd": 16, "n_head": 2}}), "-m"),
         (minimal(models={"xs": {"n_layer": "2", "n_embd": 16, "n_head": 2}}), "models.xs.n_layer"),
         (minimal(models={"xs": {"n_layer": 1, "n_embd": 10, "n_head": 3}}), "models.xs"),
         (minimal(corpora={"c": {"source": "local"}}), "path"),
@@ -68,6 +70,15 @@ def test_workflow_rejects_bad_config_before_any_job(tmp_path):
     proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
     assert proc.returncode != 0
     assert "train.learning_rate" in proc.stderr + proc.stdout
+
+    # a local corpus whose path matches nothing: named on the terminal before any job
+    bad = load_config(tmp_path / "configs" / "test.yaml")
+    bad["corpora"]["notes"] = {"source": "local", "path": str(tmp_path / "nowhere" / "*.txt")}
+    write_config(tmp_path / "bad.yaml", bad)
+    proc = snakemake(tmp_path, "--cores", "1", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "no file matches corpora.notes.path" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
 
 
 def test_configfile_stands_alone(tmp_path):

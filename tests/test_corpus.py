@@ -261,6 +261,9 @@ def test_hf_local_dataset_with_max_docs(tmp_path, hf_dataset_dir, streaming):
     texts, meta, _ = build(tmp_path, spec)
     assert texts == [f"story {i}" for i in range(12)]
     assert meta["documents_read"] == 12
+    assert (meta["hf_dataset"], meta["hf_split"], meta["hf_revision"]) == (
+        str(hf_dataset_dir), "train", None)
+    assert (meta["hf_fingerprint"] is None) == streaming
     if not streaming:  # prepared arrow files go under cache_dir (no HF_HOME set here)
         assert list((tmp_path / "cache" / "hf").iterdir())
 

@@ -345,7 +345,7 @@ def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkey
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.4, 1.9, 1.8, 1.85, 1.9, 2.0])
     monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
     m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=40,
-            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0)
+            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0, cooldown_from="plateau")
     # best 2.0 at step 4; steps 6 and 8 do not improve: the decay starts at step 8 and
     # runs 4 more steps (half of 8), and the run ends annealed at step 12
     assert m["stopped_early"] and m["cooldown_start"] == 8 and m["steps"] == 12
@@ -354,6 +354,39 @@ def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkey
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "run")]
     assert lrs[-1] == pytest.approx(TRAIN["lr"] * TrainSettings().min_lr_ratio)
     assert all(x == TRAIN["lr"] for x in lrs[:4])  # constant until the plateau
+
+
+@pytest.mark.parametrize("cooldown_from", ["best", "plateau"])
+def test_wsd_decay_starts_from_the_best_state(data, tmp_path, monkeypatch, cooldown_from):
+    import idscaling.train as train_mod
+
+    losses = iter([3.0, 2.0, 2.5, 2.6, 2.4, 2.3, 2.2])
+    seen = {}
+
+    def evaluate(model, *a, **k):
+        seen["model"] = model
+        seen.setdefault("params", []).append(
+            {n: p.detach().clone() for n, p in model.named_parameters()})
+        return next(losses)
+
+    def after_step(step):
+        if step == 8:  # the plateau: the decay's first step comes next
+            seen["at_plateau"] = {n: p.detach().clone() for n, p in seen["model"].named_parameters()}
+
+    monkeypatch.setattr(train_mod, "_evaluate", evaluate)
+    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=40,
+            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0, cooldown_from=cooldown_from,
+            step_callback=after_step)
+    best, plateau = seen["params"][1], seen["params"][3]  # evaluations at steps 4 and 8
+    same = lambda a, b: all(torch.equal(a[n], b[n]) for n in a)
+    if cooldown_from == "best":
+        # the decay starts from the weights of step 4 and lasts half of those 4 steps
+        assert same(seen["at_plateau"], best) and not same(seen["at_plateau"], plateau)
+        assert (m["cooldown_start"], m["steps"]) == (8, 10)
+    else:
+        assert same(seen["at_plateau"], plateau)
+        assert (m["cooldown_start"], m["steps"]) == (8, 12)
+    assert m["converged"]
 
 
 def test_wsd_run_that_never_plateaus_is_not_converged(data, tmp_path, monkeypatch):
@@ -367,9 +400,24 @@ def test_wsd_run_that_never_plateaus_is_not_converged(data, tmp_path, monkeypatc
     assert m["steps"] == 12 and not m["stopped_early"] and not m["converged"]
 
 
+def test_wsd_run_resumes_before_its_plateau_with_the_best_state(data, tmp_path):
+    # patience 3: the best state is kept for three evaluations before the decay starts
+    kw = dict(schedule="wsd", early_stop_patience=3, eval_every=2, max_steps=200, lr=3e-2,
+              cooldown_fraction=0.5, checkpoint_every=2, warmup_steps=0)
+    ref = run(data, tmp_path / "ref", **kw)
+    assert ref["cooldown_start"] is not None and ref["steps"] < 200
+    stop = ref["cooldown_start"] - 2  # a checkpoint that holds the best state, not yet used
+    with pytest.raises(Interrupt):
+        run(data, tmp_path / "run", step_callback=interrupt_at(stop + 1), **kw)
+    m = run(data, tmp_path / "run", **kw)
+    assert m["resumed_from"] == stop
+    assert (m["steps"], m["cooldown_start"]) == (ref["steps"], ref["cooldown_start"])
+    assert m["final_val_loss"] == pytest.approx(ref["final_val_loss"], abs=1e-5)
+
+
 def test_wsd_run_resumes_inside_its_decay(data, tmp_path):
     kw = dict(schedule="wsd", early_stop_patience=1, eval_every=2, max_steps=40,
-              cooldown_fraction=0.5, checkpoint_every=2, warmup_steps=0)
+              cooldown_fraction=0.5, checkpoint_every=2, warmup_steps=0, cooldown_from="plateau")
     ref = run(data, tmp_path / "ref", **kw)
     assert ref["cooldown_start"] is not None and ref["steps"] < 40
     stop = ref["cooldown_start"] + 2  # after the checkpoint that records the decay

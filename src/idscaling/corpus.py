@@ -331,7 +331,7 @@ def _write_rows(table: pa.Table, indices: np.ndarray, path: Path) -> None:
 
 def _iter_local(name: str, spec: dict, normalize_newlines: bool,
                 info: dict) -> Iterator[str | None]:
-    files = _local_files(name, spec)
+    files = local_files(name, spec)
     fmt = spec.get("format", "auto")
     if fmt not in _TEXT_FORMATS + ("auto",):
         raise ConfigError(f"corpora.{name}.format: must be one of text, jsonl, parquet, auto; "
@@ -375,7 +375,8 @@ def _read_local(name, files, formats, compression, encoding, separator, text_fie
                                   normalize_newlines)
 
 
-def _local_files(name: str, spec: dict) -> list[Path]:
+def local_files(name: str, spec: dict) -> list[Path]:
+    """The files a `source: local` spec names, sorted; DataError naming the key if none."""
     if not spec.get("path"):
         raise ConfigError(f"corpora.{name}.path: required for source: local")
     pattern = os.path.expanduser(str(spec["path"]))
@@ -570,6 +571,14 @@ def _iter_hf(name: str, spec: dict, cache_dir: Path, threads: int, max_docs: int
         raise DataError(f"corpus {name}: corpora.{name}.text_field {text_field!r} is not a "
                         f"field of {spec['dataset']!r}; its fields: {', '.join(columns)}")
     info["hf_datasets_version"] = datasets.__version__
+    # what a re-run months later needs to read the same text (meta's sha256 checks it did)
+    info.update(hf_dataset=spec["dataset"], hf_config=spec.get("config"), hf_split=split,
+                hf_revision=spec.get("revision"),
+                hf_fingerprint=getattr(ds, "_fingerprint", None) if not streaming else None)
+    if spec.get("revision") is None:
+        log.warning("corpus %s: corpora.%s.revision is not set, so the dataset's current "
+                    "version was read; pin a revision (a commit or tag) to read the same "
+                    "text again later", name, name)
     if streaming:
         ds = ds.select_columns([text_field])
         if max_docs is not None:

@@ -14,6 +14,7 @@ would have done, without restoring generator states across processes or ranks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import logging
@@ -75,6 +76,7 @@ class TrainSettings:
     min_lr_ratio: float = 0.1  # floor of the decay as a fraction of lr
     schedule: str = "cosine"  # cosine | wsd (warmup, stable, decay)
     cooldown_fraction: float = 0.2  # wsd: decay steps as a fraction of the steps before it
+    cooldown_from: str = "best"  # wsd: a plateau's decay starts from the best state | the plateau
     warmup_steps: int = 50
     max_steps: int = 2000
     weight_decay: float = 0.1
@@ -137,6 +139,9 @@ class TrainSettings:
             raise ConfigError(f"train.lr must be positive, got {self.lr!r}")
         if self.schedule not in ("cosine", "wsd"):
             raise ConfigError(f"train.schedule must be cosine or wsd, got {self.schedule!r}")
+        if self.cooldown_from not in ("best", "plateau"):
+            raise ConfigError(
+                f"train.cooldown_from must be best or plateau, got {self.cooldown_from!r}")
         if not (isinstance(self.cooldown_fraction, (int, float))
                 and not isinstance(self.cooldown_fraction, bool)
                 and 0.0 < self.cooldown_fraction < 1.0):
@@ -393,8 +398,10 @@ def run_signature(model_cfg: GPTConfig, tokens: int, seed: int, s: TrainSettings
 
 
 def save_checkpoint(path: Path, *, model: GPT, optimizer, scaler, state: RunState,
-                    signature: dict, world_size: int) -> None:
-    """Write the checkpoint atomically; a finished run's drops the optimiser state."""
+                    signature: dict, world_size: int, best: dict | None = None) -> None:
+    """Write the checkpoint atomically; a finished run's drops the optimiser state.
+    `best`: the model and optimiser state of the best evaluation so far, which a wsd
+    decay starts from (kept until the decay begins)."""
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "signature": signature,
@@ -407,6 +414,7 @@ def save_checkpoint(path: Path, *, model: GPT, optimizer, scaler, state: RunStat
         # randomness is keyed by step; these are kept for inspection and restored anyway
         "rng": {"torch": torch.get_rng_state()},
         "state": asdict(state),
+        "best": best,
     }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
@@ -525,7 +533,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     if dist.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(run_dir, ckpt_dir)
-    state = _resume(ckpt_path, signature, raw_model, optimizer, scaler, dev, dist)
+    state, best = _resume(ckpt_path, signature, raw_model, optimizer, scaler, dev, dist)
     resumed_from = state.step or None  # a fresh state is at step 0
 
     params, params_nonembed = raw_model.num_params(), raw_model.num_params(non_embedding=True)
@@ -603,16 +611,29 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
                 raise TrainingError(f"run {run_dir}: the validation loss is {val_loss} at step {step}; "
                                     f"stopping without writing metrics")
             plateau = state.record_eval(step, val_loss, s.early_stop_patience) and not last
+            keep_best = (s.schedule == "wsd" and s.cooldown_from == "best"
+                         and state.cooldown is None)
+            if keep_best and state.best_step == step:
+                best = _snapshot(raw_model, optimizer)
             if plateau and s.schedule == "wsd":
-                # A plateau ends the stable phase, not the run: decay from here, since the
-                # best loss of a run at constant lr is not the loss it can reach.
+                # A plateau ends the stable phase, not the run: decay, since the best loss
+                # of a run at constant lr is not the loss it can reach. Decaying from the
+                # plateau would anneal a model that has begun to overfit (small D), so the
+                # decay starts from the best state, as long as the steps before it.
                 if state.cooldown is None and step < planned_cooldown(s)[0]:
-                    state.cooldown = list(cooldown_after(step, s))
+                    origin = step
+                    if keep_best and best is not None:
+                        raw_model.load_state_dict(best["model"])
+                        optimizer.load_state_dict(best["optimizer"])
+                        origin = state.best_step
+                    best = None
+                    state.cooldown = [step, cooldown_after(origin, s)[1]]
                     state.stopped_early = True
                     if dist.is_main:
                         log.info("plateau at step %d (%d evaluations without improvement on "
-                                 "%.4f): decaying the lr over %d steps", step, state.bad_evals,
-                                 state.best_val_loss, state.cooldown[1])
+                                 "%.4f): decaying the lr over %d steps from the state of step "
+                                 "%d", step, state.bad_evals, state.best_val_loss,
+                                 state.cooldown[1], origin)
             elif plateau:
                 state.stopped_early = True
                 if dist.is_main:
@@ -625,7 +646,8 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
             state.add_row(step, step * batch_tokens, lr, val_loss)
         if (step % s.checkpoint_every == 0 or state.done) and dist.is_main:
             save_checkpoint(ckpt_path, model=raw_model, optimizer=optimizer, scaler=scaler,
-                            state=state, signature=signature, world_size=dist.world_size)
+                            state=state, signature=signature, world_size=dist.world_size,
+                            best=None if state.done else best)
         if dist.is_main:
             tok_s = state.timed_tokens / state.timed_s if state.timed_s else batch_tokens / step_s
             postfix = {"loss": f"{train_loss:.3f}", "tok/s": f"{tok_s:,.0f}"}
@@ -689,6 +711,12 @@ def _torch_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def _snapshot(model: GPT, optimizer) -> dict:
+    """A copy of the model's and optimiser's state that later steps do not change."""
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict())}
+
+
 def make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
     # decay matrices and embeddings; biases and LayerNorm gains are left alone
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -699,16 +727,18 @@ def make_optimizer(model: GPT, s: TrainSettings, fused: bool) -> torch.optim.Ada
     )
 
 
-def _resume(ckpt_path: Path, signature: dict, model: GPT, optimizer, scaler, dev, dist: Dist) -> RunState:
-    """Load the last checkpoint into model and optimiser if it belongs to this run."""
+def _resume(ckpt_path: Path, signature: dict, model: GPT, optimizer, scaler, dev,
+            dist: Dist) -> tuple[RunState, dict | None]:
+    """Load the last checkpoint into model and optimiser if it belongs to this run;
+    return its run state and the best state it kept (or None)."""
     if not ckpt_path.is_file():
-        return RunState()
+        return RunState(), None
     ckpt = load_checkpoint(ckpt_path, dev)
     if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("signature") != signature:
         if dist.is_main:
             log.warning("checkpoint %s belongs to another configuration of this run; starting afresh "
                         "(it will be overwritten)", ckpt_path)
-        return RunState()
+        return RunState(), None
     if ckpt.get("world_size") != dist.world_size and dist.is_main:
         log.warning("checkpoint %s was written with %s ranks, this run has %d: the rest of the run "
                     "draws other windows than an uninterrupted one would", ckpt_path,
@@ -723,7 +753,7 @@ def _resume(ckpt_path: Path, signature: dict, model: GPT, optimizer, scaler, dev
     if dist.is_main:
         log.info("resuming from checkpoint %s at step %d%s", ckpt_path, state.step,
                  " (the run had finished: rewriting its outputs)" if state.done else "")
-    return state
+    return state, ckpt.get("best")
 
 
 def _forward_backward(model, data, starts, micro, context, dev, precision, scaler, dist: Dist) -> float:

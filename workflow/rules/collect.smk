@@ -15,7 +15,8 @@ rule collect_losses:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "idscaling collect-losses --out {output:q} {input:q} > {log:q} 2>&1"
+        "idscaling collect-losses --out {output:q} {input:q}"
+        + TO_LOG
 
 
 rule collect_ids:
@@ -34,4 +35,5 @@ rule collect_ids:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "idscaling collect-ids --out {output:q} {input:q} > {log:q} 2>&1"
+        "idscaling collect-ids --out {output:q} {input:q}"
+        + TO_LOG

@@ -2,21 +2,40 @@
 # pass config through `params`, so a config change re-runs exactly what it touches.
 
 import json
+import os
 import re
 
-from idscaling.config import validate_config
-from idscaling.errors import ConfigError
+from idscaling.config import load_schema, validate_config
+from idscaling.errors import ConfigError, DataError
 
+SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
 try:
-    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    validate_config(config, SCHEMA)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 
 CORPORA = list(config["corpora"])
+CORPUS_DOCS = "results/{corpus}/corpus/docs.parquet"
+
+
+def check_local_sources():
+    """A local path that matches nothing fails here, before any job, not in the corpus job.
+    Corpora already built are not checked: their source may be gone on purpose."""
+    from idscaling.corpus import local_files
+
+    for name, spec in config["corpora"].items():
+        if spec["source"] == "local" and not os.path.exists(CORPUS_DOCS.format(corpus=name)):
+            try:
+                local_files(name, spec)
+            except (ConfigError, DataError) as error:
+                raise WorkflowError(f"config: {error}") from None
+
+
+check_local_sources()
 MODELS = list(config["models"])
 SEEDS = list(config["seeds"])
-NAME = "[A-Za-z0-9_-]+"
+NAME = SCHEMA["$defs"]["name"]["pattern"].removeprefix("^").removesuffix("$")
 
 
 wildcard_constraints:
@@ -25,6 +44,14 @@ wildcard_constraints:
     embedder=NAME,
     tokens=r"\d+",
     seed=r"\d+",
+
+
+# Every job writes its log; when it fails, the log's last line (the error) also goes to the
+# terminal, where the user is looking, not only to the file.
+TO_LOG = (
+    " > {log:q} 2>&1 || {{ status=$?; echo \"error in {log}: $(tail -n 1 {log:q})\" >&2;"
+    " exit $status; }}"
+)
 
 
 def as_json(value):

@@ -1,6 +1,6 @@
 rule corpus:
     output:
-        docs="results/{corpus}/corpus/docs.parquet",
+        docs=CORPUS_DOCS,
         meta="results/{corpus}/corpus/meta.json",
     params:
         spec=lambda w: as_json(corpus_source(w.corpus)),
@@ -15,4 +15,5 @@ rule corpus:
     shell:
         "idscaling corpus --name {wildcards.corpus} --spec {params.spec:q}"
         " --out-docs {output.docs:q} --out-meta {output.meta:q}"
-        " --cache-dir {params.cache:q} --threads {threads} > {log:q} 2>&1"
+        " --cache-dir {params.cache:q} --threads {threads}"
+        + TO_LOG

@@ -24,4 +24,5 @@ rule embed:
         "idscaling embed --model {params.model:q} --val-docs {input.val:q}"
         " --tokenizer {params.tokenizer:q} --out-dir {output:q} {params.fill}"
         " --options {params.embedding:q} --context {params.context}"
-        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
+        " --threads {threads} --gpus {resources.gpu}"
+        + TO_LOG

@@ -14,4 +14,5 @@ rule intrinsic_dim:
         "../../envs/torch.yaml"
     shell:
         "idscaling intrinsic-dim --emb-dir {input:q} --out {output:q}"
-        " --options {params.options:q} --threads {threads} > {log:q} 2>&1"
+        " --options {params.options:q} --threads {threads}"
+        + TO_LOG

@@ -23,7 +23,8 @@ rule known_d_run:
     shell:
         "idscaling known-d-run --d {params.d} --s {params.s} --docs {wildcards.docs}"
         " --seed {wildcards.seed} --estimator {wildcards.estimator}"
-        " --options {params.options:q} --out {output.record:q} --threads {threads} > {log:q} 2>&1"
+        " --options {params.options:q} --out {output.record:q} --threads {threads}"
+        + TO_LOG
 
 
 rule known_d_laws:
@@ -48,4 +49,5 @@ rule known_d_laws:
         "../../envs/analysis.yaml"
     shell:
         "idscaling known-d-laws --out-dir results/known_d --fig-dir results/figures"
-        " --options {params.options:q} {input:q} > {log:q} 2>&1"
+        " --options {params.options:q} {input:q}"
+        + TO_LOG

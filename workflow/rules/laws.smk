@@ -34,4 +34,4 @@ rule laws:
         "idscaling laws --losses {input.losses:q} --ids {input.ids:q}"
         " --out-dir {params.out_dir:q} --laws {params.laws:q} --theory {params.theory:q}"
         " --k {params.k} --corpora {params.corpora:q} --histories {input.histories:q}"
-        " > {log:q} 2>&1"
+        + TO_LOG

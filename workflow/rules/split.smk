@@ -1,6 +1,6 @@
 rule split:
     input:
-        docs="results/{corpus}/corpus/docs.parquet",
+        docs=CORPUS_DOCS,
     output:
         train="results/{corpus}/corpus/train.parquet",
         val="results/{corpus}/corpus/val.parquet",
@@ -16,4 +16,5 @@ rule split:
     shell:
         "idscaling split --corpus {wildcards.corpus} --docs {input.docs:q}"
         " --train {output.train:q} --val {output.val:q}"
-        " --val-fraction {params.val_fraction} --seed {params.seed} > {log:q} 2>&1"
+        " --val-fraction {params.val_fraction} --seed {params.seed}"
+        + TO_LOG

@@ -20,7 +20,8 @@ rule tokenize:
     shell:
         "idscaling tokenize --corpus {wildcards.corpus} --train-docs {input.train:q}"
         " --val-docs {input.val:q} --out-dir {params.out_dir:q}"
-        " --tokenizer {params.tokenizer:q} --threads {threads} > {log:q} 2>&1"
+        " --tokenizer {params.tokenizer:q} --threads {threads}"
+        + TO_LOG
 
 
 # One cheap check per data size, run first (priority), so that a D larger than the
@@ -43,4 +44,5 @@ rule subset:
     shell:
         "idscaling subset --corpus {wildcards.corpus} --meta {input.meta:q}"
         " --tokens {wildcards.tokens} --context {params.context}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output:q}"
+        + TO_LOG

@@ -29,4 +29,5 @@ rule train:
         "idscaling train --train-bin {input.train:q} --val-bin {input.val:q}"
         " --meta {input.meta:q} --run-dir {params.run_dir:q} --model {params.model:q}"
         " --tokens {wildcards.tokens} --seed {wildcards.seed} --train {params.train:q}"
-        " --threads {threads} --gpus {resources.gpu} > {log:q} 2>&1"
+        " --threads {threads} --gpus {resources.gpu}"
+        + TO_LOG
