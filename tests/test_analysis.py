@@ -24,12 +24,12 @@ FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer
 
 
 def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA, noise=0.002,
-                ids_for=None, estimators=("mle", "twonn"), seed=0):
+                ids_for=None, estimators=("mle", "twonn"), seed=0, floor=TRUTH["E"]):
     """Write losses.csv, intrinsic_dim.csv and history.csv files under `root`."""
     rng = np.random.default_rng(seed)
     runs, histories = [], []
     for c, corpus in enumerate(corpora):
-        E = TRUTH["E"] + 0.3 * c
+        E = floor + 0.3 * c
         for model, (n_layer, n_embd) in models.items():
             N = 12 * n_layer * n_embd**2
             for D in data:
@@ -223,6 +223,20 @@ def test_unconverged_runs_are_not_points_of_a_law_and_the_summary_names_them(tmp
     table.astype({"converged": object}).where(~bad, "maybe").to_csv(losses, index=False)
     with pytest.raises(DataError, match="converged.*maybe"):
         run_laws(losses, ids, histories, tmp_path / "x", bootstrap=40, draw=False)
+
+
+def test_an_unidentified_offset_leaves_a_lower_bound_and_no_verdict(tmp_path):
+    # no irreducible loss in the data: the joint fit puts E at 0, and the exponents it
+    # reports are the whole loss's, lower bounds on the excess's
+    losses, ids, histories = make_inputs(tmp_path / "in", corpora=("code",), floor=0.0)
+    result = run_laws(losses, ids, histories, tmp_path / "out", bootstrap=40, draw=False)
+    joint = result["laws_table"].set_index("law").loc["joint"]
+    assert joint["offset_at_bound"] is True and "bound 0" in joint["reason"]
+    ref = result["predictions_table"].query("is_reference").iloc[0]
+    assert math.isinf(ref["observed_alpha_D_ci_high"]) and "lower bound" in ref["observed_alpha_D_source"]
+    # the data's beta (0.4) bounds the excess's exponent from below, above the predicted
+    # 2/(2+d) for d = 11.5: that much the data do decide
+    assert ref["verdict"] == "disagrees" and "at least" in ref["reason"]
 
 
 def test_bad_inputs_raise_errors_that_name_the_problem(tmp_path):

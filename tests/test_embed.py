@@ -126,6 +126,25 @@ def test_too_few_points_or_documents_are_flagged(trained, tmp_path, caplog):
         caplog.clear()
 
 
+def test_last_layer_before_the_final_norm(trained, tmp_path):
+    from transformers import AutoModel
+
+    kw = dict(tokenizer=trained / "tokenizer.json", layer="all", tokens_per_doc=1000, **FAST)
+    after = embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "a", **kw)
+    before = embed_corpus(str(trained / "model"), trained / "val.parquet", tmp_path / "b",
+                          final_norm=False, **kw)
+    assert (after["final_norm"], before["final_norm"]) == (True, False)
+    pre, post = (np.load(tmp_path / d / "layer2.npy") for d in "ba")
+    assert not np.allclose(pre, post, atol=1e-3)
+    # the final LayerNorm of what final_norm=False wrote is what transformers returns
+    ln_f = AutoModel.from_pretrained(str(trained / "model")).ln_f
+    with torch.no_grad():
+        np.testing.assert_allclose(ln_f(torch.from_numpy(pre)).numpy(), post, rtol=1e-4, atol=1e-5)
+    for layer in (0, 1):  # the blocks before the last are the same either way
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / f"layer{layer}.npy"),
+                                      np.load(tmp_path / "b" / f"layer{layer}.npy"))
+
+
 def test_end_of_text_positions_are_dropped(trained, tmp_path):
     ids, eot = token_ids(trained, TEXTS[4])
     assert eot in ids

@@ -61,6 +61,18 @@ def test_joint_law_recovers_a_known_law():
     assert fit.predict(N, D) == pytest.approx(L, rel=1e-4)
 
 
+def test_joint_law_flags_an_offset_it_cannot_identify():
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e4, 1e6, 4), np.geomspace(1e4, 1e5, 4)))
+    # no floor at all: the fit can only put E at its bound 0
+    L = 30.0 * N ** -0.05 * 1.0 + 20.0 * D ** -0.08
+    fit = fit_joint_law(N, D, L)
+    assert fit.ok and fit.offset_at_bound and "bound 0" in fit.reason
+    # with a real floor well inside the data, E is identified and nothing is flagged
+    L = 1.7 + 406.4 * N ** -0.34 + 410.7 * D ** -0.28
+    fit = fit_joint_law(N, D, L)
+    assert fit.ok and not fit.offset_at_bound and fit.E == pytest.approx(1.7, rel=0.05)
+
+
 def test_gradient_of_the_objective_is_right():
     rng = np.random.default_rng(0)
     N, D = rng.uniform(15, 20, 30), rng.uniform(18, 24, 30)

@@ -20,6 +20,13 @@ def test_verdicts(observed, predicted, verdict):
     assert decide(observed, predicted, 0.05)[0] == verdict
 
 
+def test_a_lower_bound_alone_disagrees_only_above_the_prediction():
+    # an unidentified offset leaves only a lower bound on the excess loss's exponent
+    verdict, reason = decide((0.07, 0.06, math.inf), (0.30, 0.29, 0.31), 0.05)
+    assert verdict == "inconclusive" and "lower bound" in reason
+    assert decide((0.50, 0.40, math.inf), (0.30, 0.29, 0.31), 0.05)[0] == "disagrees"
+
+
 def test_the_old_overlap_rule_is_gone():
     # intervals [0.10, 1.29] and [0.315, 0.333] overlap; that decides nothing
     verdict, reason = decide((0.67, 0.10, 1.29), (0.325, 0.315, 0.333), 0.05)

@@ -59,7 +59,7 @@ LAW_COLUMNS = [
     "form", "exponent_D", "exponent_D_ci_low", "exponent_D_ci_high", "coef_D",
     "predicted_D_exponent", "predicted_D_ci_low", "predicted_D_ci_high",
     "offset_E_ci_low", "offset_E_ci_high", "coef_ci_low", "coef_ci_high", "n_sizes", "n_boot",
-    "status", "reason",
+    "offset_at_bound", "status", "reason",
 ]
 
 PREDICTION_COLUMNS = [
@@ -380,7 +380,8 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
                    offset_E_ci_low=fit.E_ci_low, offset_E_ci_high=fit.E_ci_high,
                    coef_ci_low=fit.A_ci_low, coef_ci_high=fit.A_ci_high,
                    exponent_D=fit.beta, exponent_D_ci_low=fit.beta_ci_low,
-                   exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B)
+                   exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B,
+                   offset_at_bound=fit.offset_at_bound)
     notes = [r for r in (fit.reason, row["reason"] if isinstance(row["reason"], str) else "") if r]
     pred = _predict(ref["row"], smoothness) if ref and ref["row"] is not None else None
     if pred is None:
@@ -412,8 +413,12 @@ def observed_exponents(laws: pd.DataFrame, corpus: str) -> dict:
                                     ("alpha_N", "exponent", "model", "model")]:
         if len(joint):
             j = joint.iloc[0]
-            out[name] = (j[exp_col], j[f"{exp_col}_ci_low"], j[f"{exp_col}_ci_high"],
-                         "joint law " + ("beta" if name == "alpha_D" else "alpha"))
+            source = "joint law " + ("beta" if name == "alpha_D" else "alpha")
+            high = j[f"{exp_col}_ci_high"]
+            if _as_bool(j["offset_at_bound"]) is True:
+                # E unidentified: the whole loss's exponent bounds the excess's from below
+                high, source = math.inf, source + ", a lower bound: E at its bound 0"
+            out[name] = (j[exp_col], j[f"{exp_col}_ci_low"], high, source)
             continue
         single = rows[(rows["law"] == law) & (rows["form"] == "offset")]
         if single.empty:

@@ -61,7 +61,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                  dtype: str = "float32", device: str | None = None,
                  threads: int | None = None, model_dtype: str = "float32",
                  fill_docs: Path | None = None, fill_skip: int = 0, min_docs: int = 0,
-                 min_points: int = 0, progress: bool = True) -> dict:
+                 min_points: int = 0, final_norm: bool = True, progress: bool = True) -> dict:
     """Embed tokens of sampled validation documents with a reference model.
 
     model: a directory written by the training engine (then `tokenizer` is its
@@ -83,6 +83,9 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     trained model saw). The ID is a property of the text, so unseen train documents
     measure it as well as val ones. min_docs, min_points: below either, a warning (and
     meta `enough: false`).
+    final_norm: the last hidden state as transformers returns it, after the model's final
+    LayerNorm (True), or the last block's output before it (False), as a nanoGPT-style
+    forward hook on the final norm sees it.
 
     Writes out_dir/layer{L}.npy, (points, hidden) for each chosen layer, rows in the same
     order in every layer (document order, then position), and out_dir/meta.json. Every
@@ -122,6 +125,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     with torch_threads(threads), torch.no_grad():
         ref = _load_reference(model, tokenizer, dev, getattr(torch, model_dtype))
         layers = _resolve_layers(layer, ref.n_layers)
+        norm = None if final_norm else _final_norm(ref.model, model)
         if context is None:
             context = ref.n_positions
             if context is None:
@@ -169,7 +173,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                        disable=not progress)
             for b0 in bar:
                 batch = order[b0:b0 + batch_size]
-                hidden = _forward(ref, [encoded[i][0] for i in batch], dev)
+                hidden = _forward(ref, [encoded[i][0] for i in batch], dev, norm)
                 bi = np.concatenate([np.full(len(picks[i]), j) for j, i in enumerate(batch)])
                 pi = np.concatenate([picks[i] for i in batch])
                 dest = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
@@ -201,6 +205,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
         "min_position": min_position,
         "max_points": max_points, "context": context, "seed": seed, "dtype": dtype,
         "model_dtype": model_dtype, "device": str(dev), "val_docs": str(val_docs),
+        "final_norm": final_norm,
         "elapsed_s": time.perf_counter() - t0,
     }
     write_json(out_dir / "meta.json", meta)
@@ -356,17 +361,39 @@ def _pick_positions(encoded: list[tuple[list[int], list[bool]]], tokens_per_doc:
     return picks
 
 
-def _forward(ref: _Reference, seqs: list[list[int]], dev: torch.device):
-    """hidden_states of a right-padded batch (padding is masked out and never picked)."""
+def _final_norm(net: torch.nn.Module, model: str) -> torch.nn.Module:
+    """The LayerNorm applied after the last block (GPT-2 `ln_f`, Llama `norm`, ...)."""
+    for name in ("ln_f", "norm", "final_layer_norm", "final_layernorm"):
+        module = getattr(net, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ConfigError(f"embedding.final_norm: false needs a final norm module (ln_f, norm, "
+                      f"final_layer_norm) and model {model} has none")
+
+
+def _forward(ref: _Reference, seqs: list[list[int]], dev: torch.device,
+             norm: torch.nn.Module | None = None):
+    """hidden_states of a right-padded batch (padding is masked out and never picked);
+    with `norm`, the last one is that module's input (the last block's output)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), ref.pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for j, s in enumerate(seqs):
         ids[j, :len(s)] = torch.tensor(s, dtype=torch.long)
         mask[j, :len(s)] = 1
-    out = ref.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                    output_hidden_states=True, return_dict=True)
-    return out.hidden_states
+    seen = []
+    hook = norm.register_forward_pre_hook(lambda m, args: seen.append(args[0])) if norm else None
+    try:
+        out = ref.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                        output_hidden_states=True, return_dict=True)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if norm is None:
+        return out.hidden_states
+    if len(seen) != 1:
+        raise ConfigError(f"the final norm ran {len(seen)} times in one forward pass")
+    return out.hidden_states[:-1] + (seen[0],)
 
 
 def _remove_stale(out_dir: Path, layers: list[int]) -> None:

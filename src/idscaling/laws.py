@@ -110,6 +110,7 @@ class JointLaw:
     n_boot: int = 0
     ok: bool = False
     reason: str = ""
+    offset_at_bound: bool = False  # E fitted at 0: α, β are lower bounds on the excess's
 
     def predict(self, N, D) -> np.ndarray:
         N = np.asarray(N, dtype=float)
@@ -176,6 +177,7 @@ def fit_power_law(x, y, offset: bool = True, bootstrap: int = 0, seed=0, *,
                     reason=note)
 
 
+OFFSET_AT_BOUND = 1e-3  # an offset below this fraction of the smallest loss is at its bound 0
 PROFILE_GRID = np.linspace(1e-3, 4.0, 4000)  # exponents searched by the profile interval
 
 
@@ -264,8 +266,16 @@ def fit_joint_law(N, D, L, bootstrap: int = 0, seed=0, *, delta: float = HUBER_D
         bootstrap, seed, [N, D],
         lambda W: _fit_resamples(problem, finalists[:boot_starts], W, min(max_iter, BOOT_MAX_ITER)),
         level, ["E", "A", "alpha", "B", "beta"], lambda t: _params_joint(t, cN, cD))
+    # The bootstrap refits inherit the bound, so their interval cannot show what an
+    # unidentified E hides: a positive E would steepen both exponents.
+    at_bound = E < OFFSET_AT_BOUND * float(L.min())
+    if at_bound:
+        note = "; ".join(n for n in (note, (
+            f"the offset E sits at its bound 0 (E = {E:.3g}): the data do not identify the "
+            "irreducible loss, so α and β are exponents of the whole loss, lower bounds on "
+            "the excess loss's")) if n)
     return JointLaw(E=E, A=A, alpha=alpha, B=B, beta=beta, **ci, n_points=n, rmse_log=rmse,
-                    n_boot=n_boot, ok=True, reason=note)
+                    n_boot=n_boot, ok=True, reason=note, offset_at_bound=at_bound)
 
 
 def _intervals(bootstrap, seed, sizes, refit, level, names, params):

@@ -33,6 +33,13 @@ def decide(observed: tuple[float, float, float], predicted: tuple[float, float, 
         plo = phi = p
     if any(math.isnan(v) for v in (lo, hi, p)):
         return "inconclusive", "no interval for the observed exponent"
+    if math.isinf(hi):  # a lower bound only (an unidentified offset)
+        if lo > phi:
+            return "disagrees", (f"observed at least {lo:.3f}, above the predicted "
+                                 f"[{plo:.3f}, {phi:.3f}]")
+        return "inconclusive", (f"the observed exponent has only a lower bound ({lo:.3f}): "
+                                "the fit cannot separate the irreducible loss from the "
+                                "excess; a wider size range would")
     band = (plo - margin, phi + margin)
     if band[0] <= lo and hi <= band[1]:
         return "agrees", (f"observed [{lo:.3f}, {hi:.3f}] lies inside the predicted "
