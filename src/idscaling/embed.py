@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                     if L not in out:
                         out[L] = np.lib.format.open_memmap(
                             tmp[L], mode="w+", dtype=dtype, shape=(n_points, vecs.shape[1]))
+                        _reserve(tmp[L])
                     out[L][dest] = vecs
                 del hidden
             bar.close()
@@ -394,6 +396,13 @@ def _forward(ref: _Reference, seqs: list[list[int]], dev: torch.device,
     if len(seen) != 1:
         raise ConfigError(f"the final norm ran {len(seen)} times in one forward pass")
     return out.hidden_states[:-1] + (seen[0],)
+
+
+def _reserve(path: Path) -> None:
+    """Give a fresh memory-mapped file its blocks now: writing through the map to a full
+    file system later would kill the process with SIGBUS instead of raising."""
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def _remove_stale(out_dir: Path, layers: list[int]) -> None:

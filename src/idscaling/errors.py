@@ -15,3 +15,7 @@ class DataError(IDScalingError):
 
 class TrainingError(IDScalingError):
     """Training cannot go on (a non-finite loss, say)."""
+
+
+class OutputError(IDScalingError):
+    """An output cannot be written (its file system is full, say)."""

@@ -7,11 +7,15 @@ the old file or the new one, never a truncated one that Snakemake would take as 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from idscaling.errors import OutputError
 
 
 @contextlib.contextmanager
@@ -30,9 +34,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        # Checked before the partial file goes: a full file system is why writes fail
+        # with messages that do not say so (numpy: "requested and 0 written", torch:
+        # "unexpected pos").
+        full = _out_of_space(error, path.parent)
         tmp.unlink(missing_ok=True)
+        if full:
+            raise OutputError(f"cannot write {path}: {full}; free space and run again") from error
         raise
+
+
+FULL_BELOW = 1 << 20  # bytes free under which a failed write is taken as a full disk
+
+
+def _out_of_space(error: BaseException, folder: Path) -> str:
+    if not isinstance(error, (OSError, RuntimeError)):
+        return ""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{error.strerror} on the file system of {folder}"
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f"the file system of {folder} is full ({free:,} bytes free)" if free < FULL_BELOW else ""
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
