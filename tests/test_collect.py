@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from idscaling.collect import ID_COLUMNS, LOSS_COLUMNS, collect_ids, collect_losses
+from idscaling.collect import ID_COLUMNS, LOSS_COLUMNS, collect_ids, collect_losses, collect_subsets
 from idscaling.errors import DataError
 
 
@@ -61,3 +61,20 @@ def test_id_table_puts_the_contract_columns_first(tmp_path):
     assert list(table.columns) == ID_COLUMNS + ["n_batches"]
     assert table.loc[0, "corpus"] == "prose" and table.loc[0, "embedder"] == "trained"
     assert table.loc[0, "id"] == 7.5
+
+
+def test_data_grid_table_orders_corpora_and_sizes_and_names_a_bad_file(tmp_path):
+    paths = []
+    for corpus, tokens in [("b", 2000), ("a", 4000), ("a", 1000)]:
+        path = tmp_path / corpus / f"D{tokens}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(dict(corpus=corpus, tokens=tokens, train_tokens=10_000,
+                                        fraction=tokens / 10_000, docs=3, docs_exact=True,
+                                        context=32)))
+        paths.append(path)
+    table = collect_subsets(paths, tmp_path / "grid.csv")
+    assert list(zip(table["corpus"], table["tokens"])) == [("a", 1000), ("a", 4000), ("b", 2000)]
+    paths[0].write_text(json.dumps({"corpus": "b", "tokens": 2000}))
+    with pytest.raises(DataError, match="D2000.json: subset summary lacks train_tokens"):
+        collect_subsets(paths, tmp_path / "grid2.csv")
+    assert not (tmp_path / "grid2.csv").exists()

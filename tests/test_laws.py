@@ -195,3 +195,22 @@ def test_pure_law_interval_is_the_t_interval_of_the_slope():
     reg = linregress(np.log(x), np.log(y))
     half = t_dist.ppf(0.975, 5) * reg.stderr
     assert (fit.exponent_ci_low, fit.exponent_ci_high) == pytest.approx((-reg.slope - half, -reg.slope + half))
+
+
+def test_the_grid_of_starts_finds_a_minimum_a_single_start_misses():
+    # four noisy sizes over one decade: the Huber objective has more than one minimum,
+    # and the grid's first start alone ends in a worse one
+    rng = np.random.default_rng(5)
+    x = np.geomspace(1e4, 1e5, 4)
+    y = (4.0 + 30 * x ** -0.3) * np.exp(rng.normal(0, 0.01, 4))
+    z, center = laws._center(np.log(x))
+    problem = laws._Problem(Z=z[None, :], logy=np.log(y), delta=laws.HUBER_DELTA)
+    grid = laws._grid_1d(z, y)
+    objective = lambda theta: problem(theta[None], np.ones((1, len(x))))[0][0]  # noqa: E731
+    first, _ = laws._fit_data(problem, grid[:1], 1000)
+    best, _ = laws._fit_data(problem, grid, 1000)
+    assert objective(best) < objective(first) / 1.5
+    # and fit_power_law reports the grid's minimum, not the first start's
+    fit = fit_power_law(x, y)
+    exponent, coef, E = laws._params_1d(best[None], center, True)[0]
+    assert (fit.exponent, fit.offset) == pytest.approx((exponent, E), rel=1e-6)

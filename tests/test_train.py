@@ -22,6 +22,8 @@ from idscaling.train import (
     TrainSettings,
     cooldown_after,
     lr_at,
+    make_optimizer,
+    optimizer_step,
     planned_cooldown,
     peak_flops,
     train_run,
@@ -103,6 +105,32 @@ def test_lr_schedule_warms_up_then_decays_to_floor():
     assert all(a >= b for a, b in zip(lrs[9:110], lrs[10:111]))  # cosine falls
     assert lrs[60] == pytest.approx(0.55e-3)  # half way: mean of peak and floor
     assert lrs[110] == pytest.approx(1e-4) and lrs[119] == pytest.approx(1e-4)
+
+
+def test_weight_decay_on_weight_matrices_and_embeddings_only():
+    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_embd=16, n_head=2, context=8))
+    opt = make_optimizer(model, TrainSettings(weight_decay=0.1), fused=False)
+    decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert set(decay) == {0.1, 0.0}
+    for name, p in model.named_parameters():
+        # LayerNorm gains and every bias are left alone; matrices and embeddings decay
+        exempt = name.endswith(".bias") or ".ln_" in name
+        assert (id(p) in decay[0.0 if exempt else 0.1]), name
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_gradients_are_clipped_to_the_configured_norm(clip):
+    model = GPT(GPTConfig(vocab_size=64, n_layer=1, n_embd=16, n_head=2, context=8))
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    n = sum(p.numel() for p in model.parameters())
+    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=1.0), None, clip)
+    step = torch.cat([(b - p.detach()).ravel() for b, p in zip(before, model.parameters())])
+    # plain SGD with lr 1 moves the weights by the (clipped) gradient itself
+    assert step.norm().item() == pytest.approx(clip if clip else 100.0 * n ** 0.5, rel=1e-4)
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_wsd_schedule_is_constant_then_decays_linearly_to_floor():

@@ -113,7 +113,23 @@ def test_adding_a_data_size_plans_only_the_new_runs(finished_run):
     jobs = planned_jobs(workdir, "--configfile", path)
     assert jobs.pop("train") == len(config["corpora"]) * len(config["models"])
     assert jobs.pop("subset") == len(config["corpora"])
+    assert jobs.pop("data_grid") == 1  # the table of checks, not the runs that wait for it
     assert set(jobs) <= {"collect_losses", "laws", "all"}
+
+
+def test_a_data_size_too_large_for_one_corpus_stops_every_corpus_before_training(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    config = load_config(workdir / "configs" / "test.yaml")
+    config["models"] = {"tiny": config["models"]["tiny"]}
+    config["corpora"]["prose"]["data_tokens"] = [4000, 10_000_000]  # more than prose holds
+    write_config(workdir / "big.yaml", config)
+    proc = snakemake(workdir, "--cores", "2", "--configfile", "big.yaml", check=False)
+    assert proc.returncode != 0
+    terminal = proc.stderr + proc.stdout
+    assert "corpus prose has" in terminal and "data_tokens asks for 10,000,000" in terminal
+    # not one run of either corpus started: the check of every D comes first
+    assert not list((workdir / "results").glob("*/runs"))
+    assert not (workdir / "results" / "data_grid.csv").exists()
 
 
 def test_changing_k_plans_id_jobs_not_training(finished_run):

@@ -123,6 +123,12 @@ def cmd_collect_losses(args) -> None:
     collect_losses(args.metrics, args.out)
 
 
+def cmd_collect_subsets(args) -> None:
+    from idscaling.collect import collect_subsets
+
+    collect_subsets(args.files, args.out)
+
+
 def cmd_collect_ids(args) -> None:
     from idscaling.collect import collect_ids
 
@@ -236,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("metrics", nargs="+", type=Path)
     p.set_defaults(func=cmd_collect_losses)
+
+    p = sub.add_parser("collect-subsets", help="gather the data-size checks into one table")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect_subsets)
 
     p = sub.add_parser("collect-ids", help="gather intrinsic-dimension files into one table")
     p.add_argument("--out", required=True, type=Path)

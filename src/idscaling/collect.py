@@ -1,4 +1,5 @@
-"""Gather per-run metrics and per-corpus ID estimates into the two tables of docs/design.md."""
+"""Gather per-job JSON into tables: run metrics, ID estimates (the two tables of
+docs/design.md) and the data-size checks."""
 
 from __future__ import annotations
 
@@ -70,6 +71,22 @@ def collect_ids(id_paths: list[Path], out_csv: Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in ID_COLUMNS]
     table = table.reindex(columns=ID_COLUMNS + extra)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def collect_subsets(paths: list[Path], out_csv: Path) -> pd.DataFrame:
+    """results/data_grid.csv: every corpus's every D, checked against its train tokens."""
+    columns = ["corpus", "tokens", "train_tokens", "fraction", "docs", "docs_exact"]
+    rows = []
+    for path in paths:
+        summary = read_json(path)
+        missing = [c for c in columns if c not in summary]
+        if missing:
+            raise DataError(f"{path}: subset summary lacks {', '.join(missing)}")
+        rows.append({c: summary[c] for c in columns})
+    table = pd.DataFrame(rows, columns=columns).sort_values(["corpus", "tokens"], kind="stable")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return table

@@ -125,6 +125,13 @@ def embed_inputs(wildcards):
     return inputs
 
 
+DATA_GRID = "results/data_grid.csv"
+
+
+def subset_files():
+    return [f"results/{c}/tokens/subsets/D{d}.json" for c in CORPORA for d in data_tokens(c)]
+
+
 def metrics_files():
     return [f"{run_dir(*run)}/metrics.json" for run in all_runs()]
 

@@ -46,3 +46,21 @@ rule subset:
         " --tokens {wildcards.tokens} --context {params.context}"
         " --out {output:q}"
         + TO_LOG
+
+
+# Every D of every corpus is checked before any model of any corpus trains: each train
+# job waits for this table. Train jobs take it as ancient(), so a corpus or D added
+# later re-runs the table, not the training already done.
+rule data_grid:
+    input:
+        subset_files(),
+    output:
+        DATA_GRID,
+    log:
+        "logs/data_grid.log",
+    benchmark:
+        "benchmarks/data_grid.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling collect-subsets --out {output:q} {input:q}" + TO_LOG

@@ -4,6 +4,7 @@ rule train:
         val="results/{corpus}/tokens/val.bin",
         meta="results/{corpus}/tokens/meta.json",
         subset="results/{corpus}/tokens/subsets/D{tokens}.json",
+        grid=ancient(DATA_GRID),
     output:
         metrics="results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json",
         history="results/{corpus}/runs/{model}/D{tokens}/s{seed}/history.csv",
