@@ -237,6 +237,8 @@ def test_an_unidentified_offset_leaves_a_lower_bound_and_no_verdict(tmp_path):
     # the data's beta (0.4) bounds the excess's exponent from below, above the predicted
     # 2/(2+d) for d = 11.5: that much the data do decide
     assert ref["verdict"] == "disagrees" and "at least" in ref["reason"]
+    low = ref["observed_alpha_D_ci_low"]
+    assert f"[≥ {low:.3g}]" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def test_bad_inputs_raise_errors_that_name_the_problem(tmp_path):

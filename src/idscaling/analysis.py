@@ -464,6 +464,8 @@ def _fmt(v, lo=math.nan, hi=math.nan, with_ci=True) -> str:
         return "–"
     if with_ci and np.isfinite(lo) and np.isfinite(hi):
         return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
+    if with_ci and np.isfinite(lo) and hi == math.inf:
+        return f"{v:.3g} [≥ {lo:.3g}]"
     return f"{v:.3g}"
 
 
