@@ -46,6 +46,12 @@ def test_defaults_fill_every_section():
         (minimal(train={"lr": -1}), "train.lr"),
         (minimal(data_tokens=[100]), "data_tokens"),
         (minimal(tokenizer={"kind": "pretrained"}), "tokenizer.name"),
+        (minimal(corpora={"c": {"source": "control", "of": "nowhere"}}), "corpora.c.of"),
+        (minimal(corpora={"code": {"source": "builtin", "name": "python-stdlib"},
+                          "a": {"source": "control", "of": "code"},
+                          "b": {"source": "control", "of": "a"}}), "corpora.b.of"),
+        (minimal(corpora={"code": {"source": "builtin", "name": "python-stdlib"},
+                          "a": {"source": "control", "of": "code", "kind": "reverse"}}), "corpora.a.kind"),
     ],
 )
 def test_bad_config_names_the_key(config, needle):

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from idscaling import corpus as corpus_mod
-from idscaling.corpus import DocumentHasher, build_corpus, split_corpus
+from idscaling.corpus import DocumentHasher, build_corpus, split_corpus, write_documents
 from idscaling.errors import ConfigError, DataError
 
 
@@ -349,3 +350,43 @@ def test_split_at_least_one_val_document(tmp_path):
     assert np.array_equal(np.sort(pq.read_table(tmp_path / "t.parquet")["id"].to_numpy()),
                           np.setdiff1d(np.arange(5),
                                        pq.read_table(tmp_path / "v.parquet")["id"].to_numpy()))
+
+
+# ---------------------------------------------------------------- negative controls
+
+
+def test_shuffle_control_keeps_each_documents_words_and_loses_their_order(tmp_path):
+    base = ["the cat sat on the mat\nand then it slept", "one two three four five six seven",
+            "", "single"]
+    write_documents(tmp_path / "base.parquet", base)
+    spec = {"source": "control", "of": "real", "kind": "shuffle", "seed": 3}
+    texts, meta, _ = build_corpus_with_base(tmp_path, spec)
+    kept = [b for b in base if b]
+    assert len(texts) == len(kept)
+    for before, after in zip(kept, texts):
+        assert sorted(before.split()) == sorted(after.split())
+        assert len(after) == len(before)
+        assert re.findall(r"\s+", after) == re.findall(r"\s+", before)  # the layout stays
+    assert texts[1] != kept[1]  # seven words: a shuffle that keeps their order is 1 in 5040
+    assert meta["control_of"] == "real" and meta["control_kind"] == "shuffle"
+    again, _, _ = build_corpus_with_base(tmp_path, spec, out="again")
+    assert again == texts  # seeded
+
+
+def test_unigram_control_keeps_lengths_and_word_frequencies(tmp_path):
+    base = ["a a a a b", "a b c"] * 200
+    write_documents(tmp_path / "base.parquet", base)
+    texts, _, _ = build_corpus_with_base(tmp_path, {"source": "control", "of": "real",
+                                                    "kind": "unigram", "clean": {"dedup": False}})
+    assert [len(t.split()) for t in texts] == [len(b.split()) for b in base]
+    words = " ".join(texts).split()
+    assert set(words) == {"a", "b", "c"}
+    assert words.count("a") / len(words) == pytest.approx(5 / 8, abs=0.03)  # 1000 of 1600
+
+
+def build_corpus_with_base(tmp_path, spec, out="out"):
+    d = tmp_path / out
+    meta = build_corpus("ctl", spec, d / "docs.parquet", d / "meta.json",
+                        cache_dir=tmp_path / "cache", base_docs=tmp_path / "base.parquet")
+    table = pq.read_table(d / "docs.parquet")
+    return table["text"].to_pylist(), meta, table

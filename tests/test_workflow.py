@@ -132,6 +132,22 @@ def test_a_data_size_too_large_for_one_corpus_stops_every_corpus_before_training
     assert not (workdir / "results" / "data_grid.csv").exists()
 
 
+def test_a_control_corpus_is_built_from_the_corpus_it_controls(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    config = load_config(workdir / "configs" / "test.yaml")
+    config["corpora"]["code-shuffled"] = {"source": "control", "of": "code"}
+    write_config(workdir / "control.yaml", config)
+    jobs = planned_jobs(workdir, "--configfile", "control.yaml")
+    assert jobs["corpus"] == 3 and jobs["train"] == 3 * len(config["models"]) * len(config["data_tokens"])
+    snakemake(workdir, "results/code-shuffled/corpus/docs.parquet", "--cores", "2",
+              "--configfile", "control.yaml")
+    real = pd.read_parquet(workdir / "results" / "code" / "corpus" / "docs.parquet")["text"]
+    control = pd.read_parquet(workdir / "results" / "code-shuffled" / "corpus" / "docs.parquet")["text"]
+    assert len(control) == len(real)
+    assert all(sorted(a.split()) == sorted(b.split()) for a, b in zip(real, control))
+    assert (real != control).mean() > 0.9
+
+
 def test_changing_k_plans_id_jobs_not_training(finished_run):
     workdir, _ = finished_run
     path = _variant(workdir, "change_k", lambda c: c["intrinsic_dim"].update(k=8))

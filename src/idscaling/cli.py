@@ -34,7 +34,7 @@ def cmd_corpus(args) -> None:
     from idscaling.corpus import build_corpus
 
     build_corpus(args.name, args.spec, args.out_docs, args.out_meta,
-                 cache_dir=args.cache_dir, threads=args.threads)
+                 cache_dir=args.cache_dir, threads=args.threads, base_docs=args.base_docs)
 
 
 def cmd_split(args) -> None:
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-meta", required=True, type=Path)
     p.add_argument("--cache-dir", required=True, type=Path)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--base-docs", type=_optional_path, default=None,
+                   help="source: control: the documents of the corpus it is derived from")
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("split", help="split documents into train and val, seeded")

@@ -138,6 +138,15 @@ def _check_semantics(config: dict) -> None:
                     f"config: corpora.{name}.{stray[0]} applies only to the synthetic corpus, "
                     f"not to {spec['name']}"
                 )
+    for name, spec in config["corpora"].items():
+        if spec["source"] == "control":
+            base = config["corpora"].get(spec["of"])
+            if base is None:
+                raise ConfigError(f"config: corpora.{name}.of: {spec['of']!r} is not a corpus "
+                                  f"of this config ({', '.join(config['corpora'])})")
+            if base["source"] == "control":
+                raise ConfigError(f"config: corpora.{name}.of: {spec['of']!r} is itself a "
+                                  "control; a control derives from a real corpus")
     run = config["embedding"].get("run")
     if run and run.split("/")[0] not in config["models"]:
         raise ConfigError(f"config: embedding.run: model {run.split('/')[0]!r} is not in models")

@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -62,7 +63,9 @@ _SOURCE_KEYS = {
     "local": {"path", "format", "text_field", "separator", "compression", "encoding"},
     "hf": {"dataset", "config", "split", "text_field", "streaming", "revision", "data_dir",
            "data_files"},
+    "control": {"of", "kind", "seed"},
 }
+CONTROL_KINDS = ("shuffle", "unigram")
 _TEXT_FORMATS = ("text", "jsonl", "parquet")
 _GZIP_MAGIC = b"\x1f\x8b"
 # Rows per parquet row group / text chunk read at once: small enough to stream, large
@@ -76,7 +79,7 @@ _READ_CHARS = 4 << 20
 
 
 def build_corpus(name: str, spec: dict, out_docs: Path, out_meta: Path, *,
-                 cache_dir: Path, threads: int = 1) -> dict:
+                 cache_dir: Path, threads: int = 1, base_docs: Path | None = None) -> dict:
     """Read corpus ``name`` from its source ``spec``, clean it, and write it.
 
     Writes ``out_docs`` (parquet with columns ``id`` int64 and ``text`` string, one row a
@@ -84,11 +87,14 @@ def build_corpus(name: str, spec: dict, out_docs: Path, out_meta: Path, *,
     options, counts read/kept/dropped by reason, characters, and the documents' sha256).
     Returns the meta dict. Raises ``ConfigError`` for a bad spec and ``DataError``
     (naming the corpus, key and file) for missing, empty, malformed or undecodable input.
+    A ``control`` source is a negative control derived from another corpus's built
+    documents (``base_docs``): see `control_documents`.
     """
     spec = dict(spec)
     source = spec.get("source")
-    if source not in ("builtin", "local", "hf"):
-        raise ConfigError(f"corpora.{name}.source: must be builtin, local or hf, got {source!r}")
+    if source not in ("builtin", "local", "hf", "control"):
+        raise ConfigError(f"corpora.{name}.source: must be builtin, local, hf or control, "
+                          f"got {source!r}")
     if source in _SOURCE_KEYS:
         unknown = sorted(set(spec) - _COMMON_KEYS - _SOURCE_KEYS[source])
         if unknown:
@@ -107,6 +113,12 @@ def build_corpus(name: str, spec: dict, out_docs: Path, out_meta: Path, *,
         log.info("corpus %s: builtin %s (no download, cache_dir unused)", name, spec.get("name"))
     elif source == "local":
         docs = _iter_local(name, spec, clean["normalize_newlines"], info)
+    elif source == "control":
+        if base_docs is None:
+            raise ConfigError(f"corpora.{name}: a control needs the documents of corpus "
+                              f"{spec.get('of')!r} (base_docs)")
+        docs = control_documents(name, spec, Path(base_docs))
+        info.update(control_of=spec.get("of"), control_kind=spec.get("kind", "shuffle"))
     else:
         docs = _iter_hf(name, spec, Path(cache_dir), threads, max_docs, info)
     if max_docs is not None:
@@ -141,6 +153,41 @@ def build_corpus(name: str, spec: dict, out_docs: Path, out_meta: Path, *,
     log.info("corpus %s: read %d documents, kept %d (dropped %s), %d characters",
              name, meta["documents_read"], kept, _format_drops(cleaner.dropped), meta["chars"])
     return meta
+
+
+def control_documents(name: str, spec: dict, base_docs: Path) -> Iterator[str]:
+    """Documents of a negative control, one per document of `base_docs`, seeded:
+
+    * ``shuffle``: the document's words (runs of non-space) in a random order, the
+      whitespace between them where it was: its words and length stay, their order goes;
+    * ``unigram``: as many words as the document has, drawn independently from the word
+      frequencies of the whole base corpus, joined by single spaces: only the unigram
+      statistics stay.
+
+    A corpus whose structure is what the ID and the exponents measure should come out
+    different from its control; one that does not is measuring something else.
+    """
+    kind, seed = spec.get("kind", "shuffle"), spec.get("seed", 0)
+    if kind not in CONTROL_KINDS:
+        raise ConfigError(f"corpora.{name}.kind: must be one of {', '.join(CONTROL_KINDS)}, "
+                          f"got {kind!r}")
+    texts = _read_docs_table(base_docs, f"control {name}")["text"].to_pylist()
+    words = [re.findall(r"\S+", t or "") for t in texts]
+    if kind == "unigram":
+        vocab, counts = np.unique(np.concatenate([np.array(w, dtype=object) for w in words
+                                                  if w] or [np.array([], dtype=object)]),
+                                  return_counts=True)
+        if len(vocab) == 0:
+            raise DataError(f"control {name}: corpus {spec.get('of')!r} has no words")
+        p = counts / counts.sum()
+    for i, (text, ws) in enumerate(zip(texts, words)):
+        rng = np.random.default_rng([seed, i])
+        if kind == "shuffle":
+            parts = re.split(r"(\S+)", text or "")
+            order = iter(rng.permutation(len(ws)))
+            yield "".join(ws[next(order)] if j % 2 else part for j, part in enumerate(parts))
+        else:
+            yield " ".join(vocab[rng.choice(len(vocab), len(ws), p=p)])
 
 
 def split_corpus(docs: Path, train_out: Path, val_out: Path, *, val_fraction: float = 0.05,

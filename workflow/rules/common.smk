@@ -19,6 +19,14 @@ CORPORA = list(config["corpora"])
 CORPUS_DOCS = "results/{corpus}/corpus/docs.parquet"
 
 
+def corpus_inputs(wildcards):
+    """A control corpus is built from the documents of the corpus it controls."""
+    spec = config["corpora"][wildcards.corpus]
+    if spec["source"] == "control":
+        return {"base": CORPUS_DOCS.format(corpus=spec["of"])}
+    return {}
+
+
 def check_local_sources():
     """A local path that matches nothing fails here, before any job, not in the corpus job.
     Corpora already built are not checked: their source may be gone on purpose."""

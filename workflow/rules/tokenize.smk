@@ -63,4 +63,5 @@ rule data_grid:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "idscaling collect-subsets --out {output:q} {input:q}" + TO_LOG
+        "idscaling collect-subsets --out {output:q} {input:q}"
+        + TO_LOG
