@@ -361,7 +361,8 @@ def test_early_stopping_after_patience_evals_without_improvement(data, tmp_path,
 
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
     monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
-    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=20)
+    # D = 256 tokens is two steps of 128: one epoch is behind every evaluation here
+    m = run(data, tmp_path / "run", tokens=256, early_stop_patience=2, eval_every=2, max_steps=20)
     assert m["stopped_early"] and m["steps"] == 8
     assert (m["best_val_loss"], m["best_step"], m["final_val_loss"]) == (2.0, 4, 2.6)
     assert not m["converged"]  # plateaued, but stopped at a high lr: not annealed
@@ -372,8 +373,9 @@ def test_wsd_plateau_starts_the_decay_instead_of_stopping(data, tmp_path, monkey
 
     losses = iter([3.0, 2.0, 2.5, 2.6, 2.4, 1.9, 1.8, 1.85, 1.9, 2.0])
     monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: next(losses))
-    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=40,
-            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0, cooldown_from="plateau")
+    m = run(data, tmp_path / "run", tokens=256, early_stop_patience=2, eval_every=2,
+            max_steps=40, schedule="wsd", cooldown_fraction=0.5, warmup_steps=0,
+            cooldown_from="plateau")
     # best 2.0 at step 4; steps 6 and 8 do not improve: the decay starts at step 8 and
     # runs 4 more steps (half of 8), and the run ends annealed at step 12
     assert m["stopped_early"] and m["cooldown_start"] == 8 and m["steps"] == 12
@@ -402,9 +404,9 @@ def test_wsd_decay_starts_from_the_best_state(data, tmp_path, monkeypatch, coold
             seen["at_plateau"] = {n: p.detach().clone() for n, p in seen["model"].named_parameters()}
 
     monkeypatch.setattr(train_mod, "_evaluate", evaluate)
-    m = run(data, tmp_path / "run", early_stop_patience=2, eval_every=2, max_steps=40,
-            schedule="wsd", cooldown_fraction=0.5, warmup_steps=0, cooldown_from=cooldown_from,
-            step_callback=after_step)
+    m = run(data, tmp_path / "run", tokens=256, early_stop_patience=2, eval_every=2,
+            max_steps=40, schedule="wsd", cooldown_fraction=0.5, warmup_steps=0,
+            cooldown_from=cooldown_from, step_callback=after_step)
     best, plateau = seen["params"][1], seen["params"][3]  # evaluations at steps 4 and 8
     same = lambda a, b: all(torch.equal(a[n], b[n]) for n in a)
     if cooldown_from == "best":
@@ -415,6 +417,16 @@ def test_wsd_decay_starts_from_the_best_state(data, tmp_path, monkeypatch, coold
         assert same(seen["at_plateau"], plateau)
         assert (m["cooldown_start"], m["steps"]) == (8, 12)
     assert m["converged"]
+
+
+def test_no_plateau_before_the_run_has_seen_its_data_once(data, tmp_path, monkeypatch):
+    import idscaling.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_evaluate", lambda *a, **k: 2.0)  # flat from the start
+    # D = 4000 tokens at 128 a step: one epoch ends after step 31
+    m = run(data, tmp_path / "run", tokens=4000, early_stop_patience=2, eval_every=4,
+            max_steps=60)
+    assert m["stopped_early"] and m["steps"] == 32  # the first evaluation past one epoch
 
 
 def test_wsd_run_that_never_plateaus_is_not_converged(data, tmp_path, monkeypatch):
@@ -444,7 +456,7 @@ def test_wsd_run_resumes_before_its_plateau_with_the_best_state(data, tmp_path):
 
 
 def test_wsd_run_resumes_inside_its_decay(data, tmp_path):
-    kw = dict(schedule="wsd", early_stop_patience=1, eval_every=2, max_steps=40,
+    kw = dict(schedule="wsd", early_stop_patience=1, eval_every=2, max_steps=40, tokens=256,
               cooldown_fraction=0.5, checkpoint_every=2, warmup_steps=0, cooldown_from="plateau")
     ref = run(data, tmp_path / "ref", **kw)
     assert ref["cooldown_start"] is not None and ref["steps"] < 40

@@ -63,7 +63,8 @@ def cmd_train(args) -> None:
 
     def train() -> None:
         train_run(args.train_bin, args.val_bin, args.meta, args.run_dir, model=args.model,
-                  tokens=args.tokens, seed=args.seed, train=args.train, threads=args.threads)
+                  tokens=args.tokens, seed=args.seed, train={**args.train, **args.engine},
+                  threads=args.threads)
 
     if "LOCAL_RANK" in os.environ:  # a torchrun worker: the launcher holds the devices
         train()
@@ -214,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", required=True, type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=_json, default={}, help="the train section as JSON")
+    p.add_argument("--engine", type=_json, default={},
+                   help="train keys that change no result (compile, checkpoint_every, ...)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--gpus", type=int, default=0, help="GPUs for this run (>1: DDP under torchrun)")
     p.set_defaults(func=cmd_train)

@@ -15,6 +15,9 @@ import yaml
 from idscaling.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# train: keys that change how a run goes, not what it computes: a run's identity (its
+# checkpoint signature) and the workflow's re-run decisions leave them out.
+NON_RESULT_TRAIN_KEYS = ("compile", "checkpoint_every", "log_every", "peak_flops")
 
 
 def load_schema(path: str | Path | None = None) -> dict:

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as torch_dist
 from tqdm import tqdm
 
+from idscaling.config import NON_RESULT_TRAIN_KEYS
 from idscaling.errors import ConfigError, DataError, TrainingError
 from idscaling.io import atomic_path, read_json, write_json, write_text
 from idscaling.model import GPT, GPTConfig, export_hf
@@ -385,7 +386,7 @@ class RunState:
 def run_signature(model_cfg: GPTConfig, tokens: int, seed: int, s: TrainSettings, meta: dict) -> dict:
     """What makes two runs the same run; a checkpoint with another signature is stale."""
     result_keys = asdict(s)
-    for key in ("compile", "checkpoint_every", "log_every", "peak_flops"):  # do not change results
+    for key in NON_RESULT_TRAIN_KEYS:
         result_keys.pop(key)
     return {
         "model": asdict(model_cfg),
@@ -610,7 +611,10 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
             if not math.isfinite(val_loss):
                 raise TrainingError(f"run {run_dir}: the validation loss is {val_loss} at step {step}; "
                                     f"stopping without writing metrics")
-            plateau = state.record_eval(step, val_loss, s.early_stop_patience) and not last
+            # A plateau before the run has seen its data once is noise or an early loss
+            # bump at a high lr, not the data running out: it does not count yet.
+            patience = s.early_stop_patience if step * batch_tokens >= tokens else 0
+            plateau = state.record_eval(step, val_loss, patience) and not last
             keep_best = (s.schedule == "wsd" and s.cooldown_from == "best"
                          and state.cooldown is None)
             if keep_best and state.best_step == step:

@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from idscaling.config import load_schema, validate_config
+from idscaling.config import NON_RESULT_TRAIN_KEYS, load_schema, validate_config
 from idscaling.errors import ConfigError, DataError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -65,6 +65,15 @@ TO_LOG = (
 def as_json(value):
     """A config value as one compact JSON string, for `params` and `{params.x:q}`."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# train: what can change a result goes to the train rule's params (a change re-runs the
+# runs); the rest reaches the shell command outside params (Snakemake does not track
+# it), so toggling compile or checkpoint_every re-runs nothing.
+TRAIN_RESULT = as_json(
+    {k: v for k, v in config["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
+)
+TRAIN_ENGINE = as_json({k: v for k, v in config["train"].items() if k in NON_RESULT_TRAIN_KEYS})
 
 
 def corpus_source(corpus):

@@ -12,7 +12,7 @@ rule train:
         model_config="results/{corpus}/runs/{model}/D{tokens}/s{seed}/config.json",
     params:
         model=lambda w: as_json(config["models"][w.model]),
-        train=as_json(config["train"]),
+        train=TRAIN_RESULT,
         run_dir=lambda w, output: os.path.dirname(output.metrics),
     log:
         "logs/{corpus}/train/{model}_D{tokens}_s{seed}.log",
@@ -30,5 +30,6 @@ rule train:
         "idscaling train --train-bin {input.train:q} --val-bin {input.val:q}"
         " --meta {input.meta:q} --run-dir {params.run_dir:q} --model {params.model:q}"
         " --tokens {wildcards.tokens} --seed {wildcards.seed} --train {params.train:q}"
+        " --engine {TRAIN_ENGINE:q}"
         " --threads {threads} --gpus {resources.gpu}"
         + TO_LOG
