@@ -203,20 +203,34 @@ def plot_exponents(predictions: pd.DataFrame, path: Path) -> Path:
     colors = dict(zip(corpora, sns.color_palette("tab10", len(corpora))))
     estimators = sorted(rows["estimator"].unique())
     markers = dict(zip(estimators, ["o", "s", "^", "D", "v", "P", "X", "*"]))
-    for _, r in drawable.iterrows():
-        xerr = _err(*triple(r, "predicted_alpha_D"))
-        yerr = _err(*triple(r, "observed_alpha_D"))
-        big = bool(r["is_reference"])
-        ax.errorbar(r["predicted_alpha_D"], r["observed_alpha_D"], xerr=xerr, yerr=yerr,
-                    fmt=markers[r["estimator"]], color=colors[r["corpus"]], ms=9 if big else 6,
-                    mec="black" if big else "white", capsize=3, lw=1.2, alpha=1 if big else 0.7)
+    # The axes span the exponents themselves (α_D < 1 for any d and s), not intervals
+    # that the data leave open: those run off the top as arrows.
     values = np.concatenate([drawable[c].to_numpy(float) for c in [
         "predicted_alpha_D", "predicted_alpha_D_ci_low", "predicted_alpha_D_ci_high",
-        "observed_alpha_D", "observed_alpha_D_ci_low", "observed_alpha_D_ci_high"]])
+        "observed_alpha_D"]])
     values = values[np.isfinite(values)]
-    lo, hi = (0.0, 1.0) if values.size == 0 else (min(0.0, values.min()), values.max())
+    lo, hi = (0.0, 1.0) if values.size == 0 else (min(0.0, values.min()), max(1.0, values.max()))
     pad = 0.05 * (hi - lo) + 0.01
     lo, hi = lo - pad, hi + pad
+    open_above = False
+    for _, r in drawable.iterrows():
+        v, v_lo, v_hi = triple(r, "observed_alpha_D")
+        clipped = np.isfinite(v_lo) and not v_hi <= hi  # beyond the axis, or no upper end
+        xerr = _err(*triple(r, "predicted_alpha_D"))
+        yerr = _err(v, v_lo, min(v_hi, hi)) if np.isfinite(v_lo) else None
+        big = bool(r["is_reference"])
+        color = colors[r["corpus"]]
+        ax.errorbar(r["predicted_alpha_D"], v, xerr=xerr, yerr=yerr,
+                    fmt=markers[r["estimator"]], color=color, ms=9 if big else 6,
+                    mec="black" if big else "white", capsize=3, lw=1.2, alpha=1 if big else 0.7)
+        if clipped:
+            open_above = True
+            ax.annotate("", xy=(r["predicted_alpha_D"], hi), xytext=(r["predicted_alpha_D"], v),
+                        arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2,
+                                        alpha=1 if big else 0.7))
+    if open_above:
+        notes.append("arrow: the observed interval runs past the axis or has no upper end "
+                     "(offset not identified)")
     ax.plot([lo, hi], [lo, hi], color="0.4", ls="--", lw=1, label="y = x")
     ax.set(xlim=(lo, hi), ylim=(lo, hi),
            xlabel=r"predicted $\alpha_D = 2s/(2s+\hat d)$ (from the ID)",
