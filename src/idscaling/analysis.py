@@ -111,10 +111,10 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
             for c in natural_order(set(losses["corpus"]) | set(ids["corpus"]))}
     fitted = losses[losses["converged"]] if converged_only else losses
-    left_out = losses[~losses["converged"]] if converged_only else losses.iloc[:0]
-    if len(left_out):
+    if len(fitted) < len(losses):
         log.warning("%d of %d runs did not converge and are left out of the fits: %s",
-                    len(left_out), len(losses), _run_names(left_out))
+                    len(losses) - len(fitted), len(losses),
+                    _run_names(losses[~losses["converged"]]))
     laws, fits = fit_laws(fitted, refs, smoothness=smoothness, bootstrap=bootstrap, seed=seed)
     predictions = predictions_table(ids, laws, refs, smoothness, margin)
 

@@ -111,14 +111,12 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     dev = resolve_device(device)
     texts_all = _read_docs(val_docs)
     n_val = len(texts_all)
-    n_fill = 0
     if fill_docs is not None and n_val < docs:
         unseen = _read_docs(Path(fill_docs))[fill_skip:]
         take = min(docs - n_val, len(unseen))
         picked = np.sort(np.random.default_rng([seed, 1]).choice(len(unseen), take,
                                                                  replace=False))
         texts_all += [unseen[i] for i in picked]
-        n_fill = take
         log.info("%s holds %d documents, fewer than the %d asked for: adding %d of the %d "
                  "documents of %s that no run trained on (after its first %d)", val_docs,
                  n_val, docs, take, len(unseen), fill_docs, fill_skip)

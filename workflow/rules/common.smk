@@ -30,10 +30,10 @@ def corpus_inputs(wildcards):
 def check_local_sources():
     """A local path that matches nothing fails here, before any job, not in the corpus job.
     Corpora already built are not checked: their source may be gone on purpose."""
-    from idscaling.corpus import local_files
-
     for name, spec in config["corpora"].items():
         if spec["source"] == "local" and not os.path.exists(CORPUS_DOCS.format(corpus=name)):
+            from idscaling.corpus import local_files  # pyarrow: only when there is work
+
             try:
                 local_files(name, spec)
             except (ConfigError, DataError) as error:
