@@ -125,7 +125,7 @@ def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     assert (ref["layer"] == 2).all() and (ref["protocol"] == "batched").all()
     code = ref[ref["corpus"] == "code"].iloc[0]
     assert code["observed_alpha_D"] == pytest.approx(joint.loc["code", "exponent_D"])
-    assert code["sharma_kaplan_alpha_N"] == pytest.approx(4 / d_code)
+    assert code["predicted_alpha_N_s2"] == pytest.approx(4 / d_code)
     s = code["implied_smoothness"]
     assert 2 * s / (2 * s + d_code) == pytest.approx(code["observed_alpha_D"])
     assert code["verdict"] in ("agrees", "disagrees", "inconclusive")

@@ -52,6 +52,9 @@ def test_defaults_fill_every_section():
                           "b": {"source": "control", "of": "a"}}), "corpora.b.of"),
         (minimal(corpora={"code": {"source": "builtin", "name": "python-stdlib"},
                           "a": {"source": "control", "of": "code", "kind": "reverse"}}), "corpora.a.kind"),
+        (minimal(embedding={"model": "gpt2"}), "id_robustness.enabled"),
+        (minimal(tokenizer={"kind": "pretrained", "name": "gpt2", "shared": True}), "tokenizer.shared"),
+        (minimal(id_robustness={"position_bins": 0}), "id_robustness.position_bins"),
     ],
 )
 def test_bad_config_names_the_key(config, needle):

@@ -67,7 +67,7 @@ def test_trained_model_last_layer(trained, tmp_path):
                         tokenizer=trained / "tokenizer.json", layer=-1, tokens_per_doc=1000,
                         batch_size=3, **FAST)
     assert meta["layers"] == [2] and meta["n_hidden_states"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["layer2.npy", "meta.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["layer2.npy", "meta.json", "positions.npy"]
     X = np.load(out / "layer2.npy")
     assert X.dtype == np.float32 and X.shape == (meta["n_points"], 32) == (meta["n_points"],
                                                                            meta["dim"])
@@ -202,6 +202,9 @@ def test_min_position_skips_early_positions(trained, tmp_path):
     late = embed_corpus(str(trained / "model"), tmp_path / "long.parquet", tmp_path / "b",
                         min_position=30, **kwargs)
     assert (full["n_points"], late["n_points"], late["min_position"]) == (40, 10, 30)
+    # positions.npy says where in its document each row was taken
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "positions.npy"), np.arange(40))
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "positions.npy"), np.arange(30, 40))
     # the kept rows are the last 10 states of the same forward pass
     np.testing.assert_allclose(np.load(tmp_path / "b" / "layer2.npy"),
                                np.load(tmp_path / "a" / "layer2.npy")[30:], rtol=1e-5,
@@ -221,7 +224,7 @@ def test_stale_layers_removed_and_failures_leave_nothing(trained, tmp_path, monk
                  tokenizer=trained / "tokenizer.json", layer="all", **FAST)
     embed_corpus(str(trained / "model"), trained / "val.parquet", out,
                  tokenizer=trained / "tokenizer.json", layer=1, **FAST)
-    assert sorted(p.name for p in out.iterdir()) == ["layer1.npy", "meta.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["layer1.npy", "meta.json", "positions.npy"]
 
     calls = []
 

@@ -119,5 +119,5 @@ def test_embedding_on_a_full_disk(tmp_path, small_fs):
     assert _files(out) == []
     grow()
     meta = embed_corpus(str(tmp_path / "model"), tmp_path / "val.parquet", out, **kw)
-    assert _files(out) == ["layer0.npy", "layer1.npy", "meta.json"]
+    assert _files(out) == ["layer0.npy", "layer1.npy", "meta.json", "positions.npy"]
     assert np.load(out / "layer1.npy").shape == (meta["n_points"], 64)

@@ -14,11 +14,11 @@ def test_exponents_for_a_known_dimension():
     p = predict_exponents(8.0)
     assert p.alpha_D == pytest.approx(2 / 10)
     assert p.alpha_N == pytest.approx(2 / 8)
-    assert p.sharma_kaplan == pytest.approx(4 / 8)
-    assert math.isnan(p.alpha_D_ci_low) and math.isnan(p.sharma_kaplan_ci_high)
+    assert p.alpha_N_s2 == pytest.approx(4 / 8)
+    assert math.isnan(p.alpha_D_ci_low) and math.isnan(p.alpha_N_s2_ci_high)
     q = predict_exponents(8.0, smoothness=2.0)
     assert q.alpha_D == pytest.approx(4 / 12) and q.alpha_N == pytest.approx(4 / 8)
-    assert q.sharma_kaplan == pytest.approx(p.sharma_kaplan)   # 4/d has no smoothness
+    assert q.alpha_N_s2 == pytest.approx(p.alpha_N_s2)   # α_N at s = 2 whatever the configured s
 
 
 def test_intervals_are_carried_from_the_id_interval():
@@ -26,7 +26,7 @@ def test_intervals_are_carried_from_the_id_interval():
     # a larger dimension predicts a smaller exponent: the ID's top is the exponent's bottom
     assert (p.alpha_D_ci_low, p.alpha_D_ci_high) == pytest.approx((2 / 12, 2 / 8))
     assert (p.alpha_N_ci_low, p.alpha_N_ci_high) == pytest.approx((2 / 10, 2 / 6))
-    assert (p.sharma_kaplan_ci_low, p.sharma_kaplan_ci_high) == pytest.approx((0.4, 4 / 6))
+    assert (p.alpha_N_s2_ci_low, p.alpha_N_s2_ci_high) == pytest.approx((0.4, 4 / 6))
     assert p.alpha_D_ci_low < p.alpha_D < p.alpha_D_ci_high
 
 

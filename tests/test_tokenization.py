@@ -9,7 +9,8 @@ from tokenizers import Tokenizer
 from idscaling.corpus import DocumentHasher, write_documents
 from idscaling.errors import ConfigError, DataError
 from idscaling.io import read_json
-from idscaling.tokenization import EOT_TOKEN, check_subset, token_dtype, tokenize_corpus
+from idscaling.tokenization import (EOT_TOKEN, check_subset, token_dtype, tokenize_corpus,
+                                   train_shared_tokenizer)
 
 TRAIN = [
     "def add(a, b):\n    return a + b\n",
@@ -69,6 +70,41 @@ def test_bpe_trained_on_train_only_and_deterministic(tmp_path, splits):
     # "zq" is frequent in val and absent from train: a merge of it means val leaked in.
     assert not any("zq" in token for token in vocab)
     assert any("lazy" in token for token in vocab)
+
+
+PROSE = [f"the {w} of the river runs past the old mill, number {i}" for i, w in
+         enumerate(["water", "stone", "light", "sound", "weight"] * 8)]
+
+
+def test_shared_tokenizer_gives_every_corpus_the_same_ids(tmp_path, splits):
+    """With one BPE, a text common to two corpora has the same ids in both (so a token, and
+    with it nats/token and D, means the same); with a BPE per corpus it does not."""
+    prose = docs_file(tmp_path / "prose_train.parquet", PROSE), splits[1]
+    shared = tmp_path / "shared"
+    meta = train_shared_tokenizer({"code": splits[0], "prose": prose[0]}, shared,
+                                  vocab_size=320, min_frequency=2)
+    assert meta["corpora"] == {"code": len(TRAIN), "prose": len(PROSE)}
+    common = "the quick brown fox runs past the old mill"
+
+    def tokenize(name, docs, **kw):
+        out = tmp_path / name
+        m = tokenize_corpus(*docs, out, kind="bpe", vocab_size=320, corpus=name, **kw)
+        return m, Tokenizer.from_file(str(out / "tokenizer.json")).encode(common).ids
+
+    (m_code, code), (m_prose, prose_ids) = (
+        tokenize(f"{n}_shared", d, shared=True, tokenizer_file=shared / "tokenizer.json")
+        for n, d in (("code", splits), ("prose", prose)))
+    assert code == prose_ids and m_code["tokenizer_shared"] is True
+    assert m_code["tokenizer_sha256"] == m_prose["tokenizer_sha256"] == meta["tokenizer_sha256"]
+    # each corpus's own BPE splits the common text its own way
+    (_, own_code), (_, own_prose) = (tokenize(f"{n}_own", d) for n, d in
+                                     (("code", splits), ("prose", prose)))
+    assert own_code != own_prose
+    with pytest.raises(ConfigError, match="tokenizer.shared"):
+        tokenize_corpus(*splits, tmp_path / "x", kind="bpe", shared=True)
+    with pytest.raises(ConfigError, match="tokenizer.shared"):
+        tokenize_corpus(*splits, tmp_path / "y", kind="pretrained", name="gpt2", shared=True,
+                        tokenizer_file=shared / "tokenizer.json")
 
 
 def test_dtype_boundary():

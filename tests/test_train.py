@@ -65,7 +65,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def run(data: Path, run_dir: Path, tokens=4000, seed=0, **train_overrides) -> dict:
-    kw = {k: train_overrides.pop(k) for k in ("step_callback", "ckpt_dir") if k in train_overrides}
+    kw = {k: train_overrides.pop(k) for k in ("step_callback", "ckpt_dir", "snapshots")
+          if k in train_overrides}
     return train_run(data / "train.bin", data / "val.bin", data / "meta.json", run_dir,
                      model=SHAPE, tokens=tokens, seed=seed, train={**TRAIN, **train_overrides},
                      threads=1, **kw)
@@ -290,6 +291,39 @@ def test_interrupted_run_resumes_to_the_same_loss(data, tmp_path, reference, cap
         assert m[key] == pytest.approx(ref[key], abs=1e-5)
     ours, theirs = read_history(run_dir), read_history(ref_dir)
     assert [r["val_loss"] for r in ours] == [r["val_loss"] for r in theirs]
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_snapshots_are_log_spaced_survive_a_resume_and_end_at_the_final_model(data, tmp_path,
+                                                                              reference):
+    whole = tmp_path / "whole"
+    run(data, whole, snapshots=True, eval_every=2)
+    # eval_every 2, 12 steps: 0, then 2 x 2^j (2, 4, 8; not 6 or 10), then the end
+    steps = json.loads((whole / "snapshots" / "steps.json").read_text())["steps"]
+    assert steps == [0, 2, 4, 8, 12]
+    final, last = _weights(whole / "model.safetensors"), _weights(whole / "snapshots/step12/model.safetensors")
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    first = _weights(whole / "snapshots/step0/model.safetensors")
+    assert not torch.equal(first["transformer.h.0.mlp.c_fc.weight"],
+                           final["transformer.h.0.mlp.c_fc.weight"])
+    # killed after the checkpoint of step 8: the resumed run still has the earlier ones
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        run(data, resumed, snapshots=True, eval_every=2, step_callback=interrupt_at(10))
+    run(data, resumed, snapshots=True, eval_every=2)
+    assert json.loads((resumed / "snapshots" / "steps.json").read_text())["steps"] == steps
+    for step in steps:
+        a = _weights(whole / f"snapshots/step{step}/model.safetensors")
+        b = _weights(resumed / f"snapshots/step{step}/model.safetensors")
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), step
+    # a run without snapshots lists none, so every run has the same outputs
+    ref_dir, _ = reference
+    assert json.loads((ref_dir / "snapshots" / "steps.json").read_text()) == {"steps": []}
 
 
 def test_resume_with_dropout_replays_the_same_masks(data, tmp_path):

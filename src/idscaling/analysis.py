@@ -67,7 +67,7 @@ PREDICTION_COLUMNS = [
     "id", "id_ci_low", "id_ci_high", "smoothness",
     "predicted_alpha_D", "predicted_alpha_D_ci_low", "predicted_alpha_D_ci_high",
     "predicted_alpha_N", "predicted_alpha_N_ci_low", "predicted_alpha_N_ci_high",
-    "sharma_kaplan_alpha_N", "sharma_kaplan_alpha_N_ci_low", "sharma_kaplan_alpha_N_ci_high",
+    "predicted_alpha_N_s2", "predicted_alpha_N_s2_ci_low", "predicted_alpha_N_s2_ci_high",
     "observed_alpha_D", "observed_alpha_D_ci_low", "observed_alpha_D_ci_high",
     "observed_alpha_D_source",
     "observed_alpha_N", "observed_alpha_N_ci_low", "observed_alpha_N_ci_high",
@@ -79,6 +79,8 @@ PREDICTION_COLUMNS = [
 LOSS_REQUIRED = ["corpus", "model", "params_nonembed", "tokens", "converged"]
 ID_REQUIRED = ["corpus", "estimator", "k", "layer", "id"]
 HISTORY_REQUIRED = ["step", "tokens", "train_loss", "val_loss"]
+ROBUSTNESS_REQUIRED = ["corpus", "axis", "run", "params_nonembed", "step", "position_lo",
+                       "position_hi", "n_points", "id", "ci_low", "ci_high"]
 
 
 def natural_order(names) -> list[str]:
@@ -91,7 +93,8 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
              reference: dict | None = None, corpora: dict | None = None,
              loss_column: str = "best_val_loss", draw: bool = True,
-             margin: float = DEFAULT_MARGIN, converged_only: bool = True) -> dict:
+             margin: float = DEFAULT_MARGIN, converged_only: bool = True,
+             robustness_csv: Path | None = None) -> dict:
     """Fit every law of every corpus, predict exponents from the IDs, draw and summarise.
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
@@ -99,14 +102,16 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     training_curves}.png, plus figures/latent_dim.png when `corpora` (the config's
     mapping) has corpora with a `latent_dim`. `reference` picks the ID that laws.csv and
     the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
-    figures (tables only). `converged_only` fits converged runs only. Returns the paths
-    written and the tables.
+    figures (tables only). `converged_only` fits converged runs only. `robustness_csv`
+    (id_robustness.csv) adds figures/id_robustness.png and a line per corpus to the
+    summary. Returns the paths written and the tables.
     """
     out_dir = Path(out_dir)
     reference = {**DEFAULT_REFERENCE, **(reference or {})}
     losses = read_losses(losses_csv, loss_column)
     ids = read_ids(id_csv)
     histories = read_histories(history_paths)
+    robustness = read_robustness(robustness_csv) if robustness_csv is not None else None
 
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
             for c in natural_order(set(losses["corpus"]) | set(ids["corpus"]))}
@@ -124,16 +129,18 @@ def run_laws(losses_csv: Path, id_csv: Path, history_paths: list[Path], out_dir:
     _write_csv(predictions, paths["predictions"])
 
     figures = _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness,
-                    out_dir / "figures") if draw else {}
+                    out_dir / "figures", robustness) if draw else {}
     write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
                                                   bootstrap=bootstrap, reference=reference,
                                                   loss_column=loss_column, margin=margin,
-                                                  runs=losses, converged_only=converged_only))
+                                                  runs=losses, converged_only=converged_only,
+                                                  robustness=robustness))
     log.info("wrote %s, %s, %s and %d figures", *paths.values(), len(figures))
     return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
 
 
-def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, fig_dir):
+def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, fig_dir,
+          robustness=None):
     """Every figure of the stage; {name: path}."""
     from idscaling import plots   # seaborn is slow to import: only when drawing
 
@@ -147,6 +154,9 @@ def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, 
             histories, fig_dir / "training_curves.png",
             model_sizes=losses.groupby("model")["params_nonembed"].first().to_dict()),
     }
+    if robustness is not None:
+        figures["id_robustness"] = plots.plot_id_robustness(
+            robustness, refs, fig_dir / "id_robustness.png")
     latent = _latent_dims(corpora)
     if latent:
         figures["latent_dim"] = plots.plot_latent_dim(
@@ -253,6 +263,10 @@ def read_histories(paths: list[Path]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------
 # the reference ID of a corpus
+
+
+def read_robustness(path: Path) -> pd.DataFrame:
+    return _read_csv(path, "ID robustness", ROBUSTNESS_REQUIRED)
 
 
 def reference_id(ids: pd.DataFrame, reference: dict, corpus: str) -> dict:
@@ -504,9 +518,9 @@ def predictions_table(ids: pd.DataFrame, laws: pd.DataFrame, refs: dict,
                 "predicted_alpha_D_ci_high": pred.alpha_D_ci_high,
                 "predicted_alpha_N": pred.alpha_N, "predicted_alpha_N_ci_low": pred.alpha_N_ci_low,
                 "predicted_alpha_N_ci_high": pred.alpha_N_ci_high,
-                "sharma_kaplan_alpha_N": pred.sharma_kaplan,
-                "sharma_kaplan_alpha_N_ci_low": pred.sharma_kaplan_ci_low,
-                "sharma_kaplan_alpha_N_ci_high": pred.sharma_kaplan_ci_high,
+                "predicted_alpha_N_s2": pred.alpha_N_s2,
+                "predicted_alpha_N_s2_ci_low": pred.alpha_N_s2_ci_low,
+                "predicted_alpha_N_s2_ci_high": pred.alpha_N_s2_ci_high,
                 "observed_alpha_D": oD[0], "observed_alpha_D_ci_low": oD[1],
                 "observed_alpha_D_ci_high": oD[2], "observed_alpha_D_source": oD[3],
                 "observed_alpha_N": oN[0], "observed_alpha_N_ci_low": oN[1],
@@ -546,14 +560,15 @@ def reference_rows(predictions: pd.DataFrame) -> pd.DataFrame:
 def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, *,
                      smoothness: float, bootstrap: int, reference: dict,
                      loss_column: str, margin: float = DEFAULT_MARGIN,
-                     runs: pd.DataFrame | None = None, converged_only: bool = True) -> str:
+                     runs: pd.DataFrame | None = None, converged_only: bool = True,
+                     robustness: pd.DataFrame | None = None) -> str:
     """results/summary.md: per corpus the ID, predicted and observed exponents, a verdict."""
     layer = "last layer" if str(reference["layer"]) == "last" else f"layer {reference['layer']}"
     out = [
         "# Does the intrinsic dimension predict the scaling exponents?",
         "",
         f"Theory (Havrilla & Liao 2024): α_D = 2s/(2s+d), α_N = 2s/d with smoothness s = "
-        f"{smoothness:g}; Sharma & Kaplan's α_N ≈ 4/d beside it. Reference ID: "
+        f"{smoothness:g}, and α_N at s = 2 beside it (4/d, Sharma & Kaplan's α_N). Reference ID: "
         f"{reference['estimator']}, k={reference['k']}, {reference['protocol']}, {layer}. "
         f"Loss: {loss_column} (nats/token). Intervals: 95%, bootstrap over runs "
         f"({bootstrap} resamples) for observed exponents, carried from the ID interval "
@@ -584,15 +599,18 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
                 f"- ID ({id_desc}): {_span(p, 'id')}{_id_basis(row)}"
                 + (f" — {ref['note']}" if ref.get("note") else ""),
                 f"- predicted α_D = 2s/(2s+d): {_span(p, 'predicted_alpha_D')}",
-                f"- predicted α_N = 2s/d: {_span(p, 'predicted_alpha_N')}; "
-                f"Sharma–Kaplan 4/d: {_span(p, 'sharma_kaplan_alpha_N')}",
+                f"- predicted α_N = 2s/d: {_span(p, 'predicted_alpha_N')} at s = "
+                f"{smoothness:g}; {_span(p, 'predicted_alpha_N_s2')} at s = 2 (4/d, "
+                "Sharma–Kaplan's)",
                 f"- observed α_D: {_span(p, 'observed_alpha_D')} "
                 f"({p['observed_alpha_D_source'] or 'no fit'})",
                 f"- observed α_N: {_span(p, 'observed_alpha_N')} "
                 f"({p['observed_alpha_N_source'] or 'no fit'})",
                 f"- smoothness implied by the observed α_D: {_span(p, 'implied_smoothness')}",
-                "",
             ]
+            if robustness is not None:
+                out += _robustness_lines(robustness[robustness["corpus"] == corpus])
+            out += [""]
             others = reference_rows(predictions)
             others = others[(others["corpus"] == corpus) & ~others["is_reference"]]
             if len(others):
@@ -620,6 +638,34 @@ def summary_markdown(laws: pd.DataFrame, predictions: pd.DataFrame, refs: dict, 
                        f"{status.replace('|', '/')} |")
         out.append("")
     return "\n".join(out)
+
+
+def _robustness_lines(rob: pd.DataFrame) -> list[str]:
+    """How far the ID moves with the model, the training step and the context position."""
+    def spread(sel, label):
+        if sel.empty:
+            return None
+        lo, hi = sel.loc[sel["id"].idxmin()], sel.loc[sel["id"].idxmax()]
+        return f"{sel['id'].min():.2f} ({label(lo)}) to {sel['id'].max():.2f} ({label(hi)})"
+
+    lines = []
+    models = spread(rob[rob["axis"] == "model"], lambda r: r["run"])
+    if models:
+        lines.append(f"- ID across the {int((rob['axis'] == 'model').sum())} trained runs: "
+                     f"{models}")
+    steps = rob[rob["axis"] == "step"].sort_values("step")
+    if len(steps):
+        lines.append("- ID over training of the reference run: " + ", ".join(
+            f"{r['id']:.2f} at step {int(r['step'])}" for _, r in steps.iterrows()))
+    bins = rob[(rob["axis"] == "position") & (rob["run"] == "bin")]
+    every = rob[(rob["axis"] == "position") & (rob["run"] == "all")]
+    positions = spread(bins, lambda r: f"positions {int(r['position_lo'])}-"
+                                       f"{int(r['position_hi']) - 1}")
+    if positions:
+        lines.append(f"- ID by context position: {positions}"
+                     + (f"; all positions at the same {int(every['n_points'].iloc[0]):,} points:"
+                        f" {every['id'].iloc[0]:.2f}" if len(every) else ""))
+    return lines
 
 
 def _id_basis(row) -> str:

@@ -49,7 +49,23 @@ def cmd_tokenize(args) -> None:
 
     opts = dict(args.tokenizer)
     tokenize_corpus(args.train_docs, args.val_docs, args.out_dir, kind=opts.pop("kind", "bpe"),
-                    threads=args.threads, corpus=args.corpus, **opts)
+                    threads=args.threads, corpus=args.corpus,
+                    tokenizer_file=args.shared_tokenizer, **opts)
+
+
+def cmd_shared_tokenizer(args) -> None:
+    from idscaling.errors import ConfigError
+    from idscaling.tokenization import train_shared_tokenizer
+
+    docs = {}
+    for item in args.corpus:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"shared-tokenizer: --corpus {item!r} is not NAME=TRAIN_PARQUET")
+        docs[name] = Path(path)
+    opts = args.tokenizer
+    train_shared_tokenizer(docs, args.out_dir, vocab_size=opts.get("vocab_size", 4096),
+                           min_frequency=opts.get("min_frequency", 2), threads=args.threads)
 
 
 def cmd_subset(args) -> None:
@@ -61,10 +77,15 @@ def cmd_subset(args) -> None:
 def cmd_train(args) -> None:
     from idscaling.train import train_run
 
+    engine = dict(args.engine)
+    # the workflow names the runs that keep snapshots (the reference runs) among the engine keys
+    keep = [Path(r).resolve() for r in engine.pop("snapshot_runs", [])]
+    snapshots = args.snapshots or args.run_dir.resolve() in keep
+
     def train() -> None:
         train_run(args.train_bin, args.val_bin, args.meta, args.run_dir, model=args.model,
-                  tokens=args.tokens, seed=args.seed, train={**args.train, **args.engine},
-                  threads=args.threads)
+                  tokens=args.tokens, seed=args.seed, train={**args.train, **engine},
+                  threads=args.threads, snapshots=snapshots)
 
     if "LOCAL_RANK" in os.environ:  # a torchrun worker: the launcher holds the devices
         train()
@@ -118,6 +139,41 @@ def cmd_intrinsic_dim(args) -> None:
     run_id_stage(args.emb_dir, args.out, threads=args.threads, **args.options)
 
 
+def cmd_id_robustness(args) -> None:
+    from idscaling.errors import ConfigError
+    from idscaling.id_robustness import run_robustness
+    from idscaling.io import read_json
+
+    embedding = {k: v for k, v in args.embedding.items()
+                 if k not in ("run", "fill_from_train", "layer")}
+    if args.train_docs is not None:
+        if args.seen is None:
+            raise ConfigError("id-robustness: --train-docs needs --seen")
+        embedding |= {"fill_docs": args.train_docs,
+                      "fill_skip": int(read_json(args.seen)["docs"]) + 1}
+    ident = args.id_options
+    runs = []
+    for item in args.run:
+        model, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"id-robustness: --run {item!r} is not MODEL=RUN_DIR")
+        runs.append((model, Path(path)))
+    opts = {k: v for k, v in args.options.items() if k != "enabled"}
+    _with_gpus(args.gpus, "the ID's robustness checks", lambda devices: run_robustness(
+        args.emb_dir, args.out, runs=runs, snapshots=args.snapshots, val_docs=args.val_docs,
+        tokenizer=args.tokenizer, embedding={**embedding, "context": args.context},
+        estimator=ident.get("estimator", "mle"), k=ident.get("k", 20),
+        metric=ident.get("metric", "cosine"), protocol=ident.get("protocol", "batched"),
+        batch_size=ident.get("batch_size", 3600), seed=ident.get("seed", 0),
+        max_points=ident.get("max_points"), threads=args.threads, **opts))
+
+
+def cmd_collect_robustness(args) -> None:
+    from idscaling.collect import collect_robustness
+
+    collect_robustness(args.files, args.out)
+
+
 def cmd_collect_losses(args) -> None:
     from idscaling.collect import collect_losses
 
@@ -147,7 +203,7 @@ def cmd_laws(args) -> None:
              seed=args.laws.get("seed", 0), reference=reference, corpora=args.corpora,
              loss_column=args.laws.get("loss", "best_val_loss"),
              converged_only=args.laws.get("converged_only", True),
-             margin=theory.get("margin", 0.05))
+             margin=theory.get("margin", 0.05), robustness_csv=args.robustness)
 
 
 def cmd_known_d_run(args) -> None:
@@ -195,8 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--tokenizer", type=_json, default={"kind": "bpe"},
                    help='the tokenizer section as JSON, e.g. {"kind": "bpe", "vocab_size": 4096}')
+    p.add_argument("--shared-tokenizer", type=_optional_path, default=None,
+                   help="tokenizer.json of shared-tokenizer (with tokenizer.shared: true)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("shared-tokenizer", help="one BPE trained on the train splits of every corpus")
+    p.add_argument("--corpus", action="append", default=[], help="NAME=TRAIN_PARQUET, repeated")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--tokenizer", type=_json, default={}, help="the tokenizer section as JSON")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_shared_tokenizer)
 
     p = sub.add_parser("subset", help="check that a data size fits the corpus")
     p.add_argument("--corpus", default="")
@@ -219,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train keys that change no result (compile, checkpoint_every, ...)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--gpus", type=int, default=0, help="GPUs for this run (>1: DDP under torchrun)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep log-spaced weight snapshots (the ID against training step)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("embed", help="token embeddings of val documents from a reference model")
@@ -242,6 +309,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", type=_json, default={}, help="the intrinsic_dim section as JSON")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_intrinsic_dim)
+
+    p = sub.add_parser("id-robustness",
+                       help="the ID against model size, training step and context position")
+    p.add_argument("--emb-dir", required=True, type=Path, help="the reference embedding")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--run", action="append", default=[], help="MODEL=RUN_DIR, repeated")
+    p.add_argument("--snapshots", type=_optional_path, default=None)
+    p.add_argument("--val-docs", required=True, type=Path)
+    p.add_argument("--tokenizer", required=True, type=Path)
+    p.add_argument("--train-docs", type=Path, default=None)
+    p.add_argument("--seen", type=Path, default=None)
+    p.add_argument("--embedding", type=_json, default={}, help="the embedding section as JSON")
+    p.add_argument("--id-options", type=_json, default={},
+                   help="the intrinsic_dim section with the reference estimator and protocol")
+    p.add_argument("--options", type=_json, default={}, help="the id_robustness section")
+    p.add_argument("--context", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=0)
+    p.set_defaults(func=cmd_id_robustness)
+
+    p = sub.add_parser("collect-robustness", help="gather the ID robustness files into one table")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect_robustness)
 
     p = sub.add_parser("collect-losses", help="gather metrics.json files into losses.csv")
     p.add_argument("--out", required=True, type=Path)
@@ -267,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theory", type=_json, default={})
     p.add_argument("--k", type=int, default=20, help="the k whose ID the predictions use")
     p.add_argument("--corpora", type=_json, default=None)
+    p.add_argument("--robustness", type=Path, default=None, help="id_robustness.csv")
     p.set_defaults(func=cmd_laws)
 
     p = sub.add_parser("known-d-run", help="one estimator of one known-dimension arm on n documents")

@@ -24,6 +24,7 @@ ID_COLUMNS = [
 
 # The layout is the contract: results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json
 RUN_PATH = re.compile(r"(?P<corpus>[^/]+)/runs/(?P<model>[^/]+)/D(?P<tokens>\d+)/s(?P<seed>\d+)/metrics\.json$")
+ROBUSTNESS_PATH = re.compile(r"(?P<corpus>[^/]+)/id_robustness\.json$")
 ID_PATH = re.compile(r"(?P<corpus>[^/]+)/intrinsic_dim/(?P<embedder>[^/]+)\.json$")
 
 
@@ -71,6 +72,20 @@ def collect_ids(id_paths: list[Path], out_csv: Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in ID_COLUMNS]
     table = table.reindex(columns=ID_COLUMNS + extra)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def collect_robustness(paths: list[Path], out_csv: Path) -> pd.DataFrame:
+    """results/id_robustness.csv: the ID against model, step and position, every corpus."""
+    from idscaling.id_robustness import ROW_KEYS
+
+    rows = []
+    for path in paths:
+        where = _match(ROBUSTNESS_PATH, path, "ID robustness")
+        rows += [{**where, **row} for row in read_json(path)["rows"]]
+    table = pd.DataFrame(rows, columns=["corpus"] + ROW_KEYS)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return table

@@ -125,6 +125,9 @@ def _check_semantics(config: dict) -> None:
     tok = config["tokenizer"]
     if tok["kind"] == "pretrained" and not tok.get("name"):
         raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")
+    if tok["shared"] and tok["kind"] != "bpe":
+        raise ConfigError("config: tokenizer.shared applies to kind: bpe; a pretrained "
+                          "tokenizer is already the same for every corpus")
     synthetic_keys = {"latent_dim", "docs", "seed", "vocab", "doc_tokens", "noise",
                       "manifold", "signal", "markov", "harmonics", "hidden", "gain", "modes",
                       "smoothness", "bandwidth"}
@@ -150,6 +153,11 @@ def _check_semantics(config: dict) -> None:
             if base["source"] == "control":
                 raise ConfigError(f"config: corpora.{name}.of: {spec['of']!r} is itself a "
                                   "control; a control derives from a real corpus")
+    if config["id_robustness"]["enabled"] and config["embedding"]["model"] != "trained":
+        raise ConfigError(
+            f"config: id_robustness measures the ID with every trained model and needs "
+            f"embedding.model: trained, not {config['embedding']['model']!r}; set "
+            "id_robustness.enabled: false to embed with another model")
     run = config["embedding"].get("run")
     if run and run.split("/")[0] not in config["models"]:
         raise ConfigError(f"config: embedding.run: model {run.split('/')[0]!r} is not in models")

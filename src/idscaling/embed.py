@@ -89,7 +89,8 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     forward hook on the final norm sees it.
 
     Writes out_dir/layer{L}.npy, (points, hidden) for each chosen layer, rows in the same
-    order in every layer (document order, then position), and out_dir/meta.json. Every
+    order in every layer (document order, then position), out_dir/positions.npy (each
+    row's position in its document) and out_dir/meta.json. Every
     file is written atomically; stale layer files of an earlier run are removed.
     Returns the meta dict.
     """
@@ -190,6 +191,9 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
             for arr in out.values():
                 arr.flush()
             out.clear()
+        # the context position of every row, for the ID against position
+        with atomic_path(out_dir / "positions.npy") as tmp_pos, open(tmp_pos, "wb") as f:
+            np.save(f, np.concatenate(picks).astype(np.int32))
         _remove_stale(out_dir, layers)
 
     meta = {

@@ -7,8 +7,9 @@ smoothness s in place of β and the measured ID d̂:
 
     α_D = 2s / (2s + d̂)        α_N = 2s / d̂
 
-Sharma & Kaplan (2020, arXiv 2004.10802) argued α_N ≈ 4/d̂ for the model law; it is shown
-beside the other two. Intervals are carried from the ID interval: all three exponents
+Sharma & Kaplan (2020, arXiv 2004.10802) argued α_N ≈ 4/d̂ for the model law: the same
+formula at s = 2, so it is reported as α_N at s = 2 (`alpha_N_s2`) beside α_N at the
+configured s, not as a separate theory. Intervals are carried from the ID interval: all three exponents
 fall as d̂ grows, so the ID's upper end gives the exponents' lower ends.
 """
 
@@ -32,9 +33,9 @@ class Prediction:
     alpha_N: float
     alpha_N_ci_low: float
     alpha_N_ci_high: float
-    sharma_kaplan: float
-    sharma_kaplan_ci_low: float
-    sharma_kaplan_ci_high: float
+    alpha_N_s2: float  # 2s/d at s = 2, i.e. Sharma & Kaplan's 4/d
+    alpha_N_s2_ci_low: float
+    alpha_N_s2_ci_high: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +71,7 @@ def predict_exponents(id: float, smoothness: float = 1.0,
                       id_ci: tuple[float, float] | None = None) -> Prediction:
     """Exponents that an intrinsic dimension `id` predicts (Havrilla & Liao; Sharma & Kaplan).
 
-    Returns a Prediction with α_D = 2s/(2s+d), α_N = 2s/d and Sharma & Kaplan's 4/d; with
+    Returns a Prediction with α_D = 2s/(2s+d), α_N = 2s/d, and α_N at s = 2 (4/d); with
     `id_ci` = (low, high), each exponent's interval is its value at the two ends.
     """
     d = _check_id(id, "intrinsic dimension")
@@ -87,12 +88,12 @@ def predict_exponents(id: float, smoothness: float = 1.0,
 
     data = lambda v: _data_exponent(v, s)   # noqa: E731
     model = lambda v: _model_exponent(v, s)  # noqa: E731
-    sk = lambda v: 4.0 / v                   # noqa: E731
+    sk = lambda v: _model_exponent(v, 2.0)   # noqa: E731
     return Prediction(
         id=d, smoothness=s,
         alpha_D=data(d), alpha_D_ci_low=span(data)[0], alpha_D_ci_high=span(data)[1],
         alpha_N=model(d), alpha_N_ci_low=span(model)[0], alpha_N_ci_high=span(model)[1],
-        sharma_kaplan=sk(d), sharma_kaplan_ci_low=span(sk)[0], sharma_kaplan_ci_high=span(sk)[1],
+        alpha_N_s2=sk(d), alpha_N_s2_ci_low=span(sk)[0], alpha_N_s2_ci_high=span(sk)[1],
     )
 
 

@@ -6,7 +6,9 @@ that decode(encode(doc)) == doc for every document. ``kind: pretrained`` loads a
 Hugging Face fast tokenizer by hub name or local directory through
 ``transformers.AutoTokenizer`` (hub names need the network or a filled cache with
 ``HF_HUB_OFFLINE=1``), or a ``tokenizers`` JSON file directly (e.g. another corpus's
-``tokens/tokenizer.json``, to share one vocabulary between corpora).
+``tokens/tokenizer.json``). ``shared: true`` trains one BPE on the train splits of every
+corpus (`train_shared_tokenizer`) and tokenizes each corpus with it, so that nats/token
+and D mean the same thing for every corpus.
 
 Each split becomes one ``.bin`` file: every document's ids followed by the end-of-text
 id, ``uint16`` when the vocabulary fits in 65,536 ids, else ``uint32``. A literal
@@ -55,7 +57,8 @@ def set_threads(threads: int) -> None:
 def tokenize_corpus(train_docs: Path, val_docs: Path, out_dir: Path, *, kind: str = "bpe",
                     vocab_size: int = 4096, name: str | None = None, threads: int = 1,
                     corpus: str = "", min_frequency: int = 2,
-                    eot_token: str | None = None) -> dict:
+                    eot_token: str | None = None, shared: bool = False,
+                    tokenizer_file: Path | None = None) -> dict:
     """Build the tokenizer and encode both splits into ``out_dir``.
 
     Writes ``tokenizer.json`` (a ``tokenizers`` JSON, loadable with
@@ -64,7 +67,8 @@ def tokenize_corpus(train_docs: Path, val_docs: Path, out_dir: Path, *, kind: st
     name and sha256, source_sha256 over the split documents, ...). All four appear
     together or not at all. ``eot_token`` overrides the end-of-text token of a
     pretrained tokenizer (default: "<|endoftext|>" if it has one, else eos, else sep).
-    Returns the meta dict.
+    shared: a BPE trained on every corpus, read from `tokenizer_file` (the output of
+    `train_shared_tokenizer`) instead of trained on this corpus. Returns the meta dict.
     """
     where = f"corpus {corpus}" if corpus else "tokenize"
     out_dir = Path(out_dir)
@@ -72,7 +76,15 @@ def tokenize_corpus(train_docs: Path, val_docs: Path, out_dir: Path, *, kind: st
     n_train = _count_docs(train_docs, where, "train")
     n_val = _count_docs(val_docs, where, "val")
 
-    if kind == "bpe":
+    if shared and kind != "bpe":
+        raise ConfigError("tokenizer.shared applies to kind: bpe (a pretrained tokenizer is "
+                          "already the same for every corpus)")
+    if shared != (tokenizer_file is not None):
+        raise ConfigError("tokenizer.shared needs the shared tokenizer file, and only it does")
+    if shared:
+        tokenizer, _ = load_pretrained(str(tokenizer_file), eot_token=EOT_TOKEN)
+        eot_token, tokenizer_name = EOT_TOKEN, "byte-level-bpe, shared by every corpus"
+    elif kind == "bpe":
         if eot_token not in (None, EOT_TOKEN):
             raise ConfigError(f"tokenizer.eot_token: a trained BPE always uses {EOT_TOKEN}")
         tokenizer = train_bpe(read_documents(train_docs), vocab_size=vocab_size,
@@ -118,6 +130,7 @@ def tokenize_corpus(train_docs: Path, val_docs: Path, out_dir: Path, *, kind: st
             "train_docs": n_train,
             "val_docs": n_val,
             "tokenizer_kind": kind,
+            "tokenizer_shared": bool(shared),
             "tokenizer_name": tokenizer_name,
             "tokenizer_sha256": _file_sha256(tok_tmp),
             "source_sha256": hasher.hexdigest(),
@@ -129,6 +142,37 @@ def tokenize_corpus(train_docs: Path, val_docs: Path, out_dir: Path, *, kind: st
         write_json(meta_tmp, meta)
     log.info("%s: %d train tokens in %d documents, %d val tokens in %d documents",
              where, train_tokens, n_train, val_tokens, n_val)
+    return meta
+
+
+def train_shared_tokenizer(train_docs: dict[str, Path], out_dir: Path, *,
+                           vocab_size: int = 4096, min_frequency: int = 2,
+                           threads: int = 1) -> dict:
+    """One byte-level BPE trained on the train splits of several corpora (name -> docs
+    parquet), written to out_dir/tokenizer.json with out_dir/meta.json (the corpora and
+    their documents). Every corpus's documents count as they are: a larger corpus has
+    more say in the merges, as in any mixture a tokenizer is trained on."""
+    out_dir = Path(out_dir)
+    if not train_docs:
+        raise ConfigError("tokenizer.shared: no corpus to train the shared tokenizer on")
+    set_threads(threads)
+    counts = {name: _count_docs(path, f"corpus {name}", "train") for name, path in train_docs.items()}
+
+    def every_corpus() -> Iterator[list[str]]:
+        for path in train_docs.values():
+            yield from read_documents(path)
+
+    tokenizer = train_bpe(every_corpus(), vocab_size=vocab_size, min_frequency=min_frequency,
+                          length=sum(counts.values()),
+                          desc=f"shared BPE on {len(train_docs)} corpora")
+    with atomic_path(out_dir / "tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    meta = {"corpora": counts, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+            "vocab_size_requested": vocab_size, "min_frequency": min_frequency,
+            "tokenizer_sha256": _file_sha256(out_dir / "tokenizer.json")}
+    write_json(out_dir / "meta.json", meta)
+    log.info("shared tokenizer: %d tokens from the train splits of %s", meta["vocab_size"],
+             ", ".join(f"{n} ({c} documents)" for n, c in counts.items()))
     return meta
 
 

@@ -21,6 +21,7 @@ import logging
 import math
 import numbers
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -452,6 +453,7 @@ def train_run(
     threads: int | None = None,
     ckpt_dir: Path | None = None,
     device: str | None = None,
+    snapshots: bool = False,
     step_callback: Callable[[int], None] | None = None,
 ) -> dict:
     """Train one GPT on train.bin[:tokens]; write metrics.json, history.csv,
@@ -463,6 +465,13 @@ def train_run(
     from it. When launched by torchrun the run trains with DDP and rank 0 writes.
     `step_callback(step)` is called after each optimiser step and its checkpoint (tests
     use it to interrupt a run).
+
+    snapshots: also keep the weights at step 0 and at eval_every x 1, 2, 4, 8, ... steps
+    (log-spaced, so early learning is as visible as late) and at the end, in
+    run_dir/snapshots/step{N}/ (the layout of the final model), listed in
+    run_dir/snapshots/steps.json. They collect in the checkpoint directory while the run
+    trains, so a resumed run keeps the ones written before it was killed. Without it,
+    steps.json lists none: every run has the same outputs.
     """
     run_dir = Path(run_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else run_dir / "ckpt"
@@ -495,7 +504,7 @@ def train_run(
     try:
         return _train(
             Path(train_bin), Path(val_bin), meta, run_dir, ckpt_dir, model_cfg, tokens, seed, s,
-            threads, device, device_type, device_why, dist, step_callback,
+            threads, device, device_type, device_why, dist, step_callback, snapshots,
         )
     finally:
         if dist.initialized_here:
@@ -503,7 +512,7 @@ def train_run(
 
 
 def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed, s,
-           threads, device_arg, device_type, device_why, dist, step_callback) -> dict:
+           threads, device_arg, device_type, device_why, dist, step_callback, snapshots) -> dict:
     session_start = time.perf_counter()
     dev, device_name = _setup_device(device_type, device_arg, dist, threads)
     precision, precision_why = choose_precision(s.precision, device_type)
@@ -536,6 +545,11 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         _remove_stale_temps(run_dir, ckpt_dir)
     state, best = _resume(ckpt_path, signature, raw_model, optimizer, scaler, dev, dist)
     resumed_from = state.step or None  # a fresh state is at step 0
+    snapshot_dir = ckpt_dir / "snapshots"
+    if dist.is_main and resumed_from is None and snapshot_dir.exists():
+        shutil.rmtree(snapshot_dir)  # another configuration's, or an unfinished start's
+    if snapshots and dist.is_main and resumed_from is None:
+        export_hf(raw_model, snapshot_dir / "step0", eot_id=meta["eot_id"])
 
     params, params_nonembed = raw_model.num_params(), raw_model.num_params(non_embedding=True)
     if dist.is_main and resumed_from is None:
@@ -648,6 +662,9 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
         state.elapsed_s = elapsed_base + time.perf_counter() - session_start
         if step % s.log_every == 0 or val_loss is not None or state.done:
             state.add_row(step, step * batch_tokens, lr, val_loss)
+        if snapshots and dist.is_main and (state.done or is_snapshot_step(step, s.eval_every)):
+            # before the checkpoint: a run killed between the two redoes this step
+            export_hf(raw_model, snapshot_dir / f"step{step}", eot_id=meta["eot_id"])
         if (step % s.checkpoint_every == 0 or state.done) and dist.is_main:
             save_checkpoint(ckpt_path, model=raw_model, optimizer=optimizer, scaler=scaler,
                             state=state, signature=signature, world_size=dist.world_size,
@@ -668,6 +685,7 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
                        resumed_from)
     if dist.is_main:
         export_hf(raw_model, run_dir, eot_id=meta["eot_id"])
+        _publish_snapshots(snapshot_dir if snapshots else None, run_dir / "snapshots")
         write_text(run_dir / "history.csv", _history_csv(state.history))
         write_json(run_dir / "metrics.json", metrics)  # last: its presence means the run is complete
         log.info("done: %d steps, best val loss %.4f (step %d), final %.4f, %.0f tokens/s",
@@ -676,6 +694,28 @@ def _train(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, seed,
     if dist.world_size > 1:
         torch_dist.barrier()
     return metrics
+
+
+def is_snapshot_step(step: int, eval_every: int) -> bool:
+    """Steps eval_every x 2^j: log-spaced, and ones where the val loss is known."""
+    q, r = divmod(step, eval_every)
+    return r == 0 and q > 0 and q & (q - 1) == 0
+
+
+def _publish_snapshots(source: Path | None, dest: Path) -> None:
+    """Copy the snapshots kept in the checkpoint directory to the run's output folder, and
+    write steps.json (the steps, ascending; none when the run kept none)."""
+    steps = []
+    if source is not None and source.is_dir():
+        steps = sorted(int(p.name[4:]) for p in source.glob("step*")
+                       if p.name[4:].isdigit() and (p / "config.json").is_file())
+    for step in steps:
+        out = dest / f"step{step}"
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "config.json"):
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(source / f"step{step}" / name, tmp)
+    write_json(dest / "steps.json", {"steps": steps})
 
 
 def _setup_device(device_type: str, device_arg: str | None, dist: Dist, threads: int | None):

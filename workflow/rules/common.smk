@@ -73,7 +73,18 @@ def as_json(value):
 TRAIN_RESULT = as_json(
     {k: v for k, v in config["train"].items() if k not in NON_RESULT_TRAIN_KEYS}
 )
-TRAIN_ENGINE = as_json({k: v for k, v in config["train"].items() if k in NON_RESULT_TRAIN_KEYS})
+
+
+SHARED_TOKENIZER = "results/shared_tokenizer/tokenizer.json"
+SHARED_TOKENIZER_CORPORA = [c for c in CORPORA if config["corpora"][c]["source"] != "control"]
+
+
+def tokenize_inputs(wildcards):
+    inputs = {"train": f"results/{wildcards.corpus}/corpus/train.parquet",
+              "val": f"results/{wildcards.corpus}/corpus/val.parquet"}
+    if config["tokenizer"]["shared"]:
+        inputs["shared"] = SHARED_TOKENIZER
+    return inputs
 
 
 def corpus_source(corpus):
@@ -112,6 +123,25 @@ def reference_run(corpus):
         key=lambda m: (nonembedding_params(config["models"][m]), config["models"][m]["n_layer"]),
     )
     return largest, data_tokens(corpus)[-1], SEEDS[0]
+
+
+def robustness_enabled():
+    return bool(CORPORA) and config["id_robustness"]["enabled"]
+
+
+def snapshot_runs():
+    """The runs that keep weight snapshots: each corpus's reference run."""
+    if not robustness_enabled():
+        return []
+    return [run_dir(c, *reference_run(c)) for c in CORPORA]
+
+
+# Which runs keep snapshots goes with the engine keys, outside params: the reference run
+# moving to a new model re-runs nothing (the new one trains anyway).
+TRAIN_ENGINE = as_json(
+    {**{k: v for k, v in config["train"].items() if k in NON_RESULT_TRAIN_KEYS},
+     "snapshot_runs": snapshot_runs()}
+)
 
 
 def embedder_name():
@@ -161,6 +191,27 @@ def id_files():
     return [f"results/{c}/intrinsic_dim/{embedder_name()}.json" for c in CORPORA]
 
 
+def robustness_inputs(wildcards):
+    corpus = wildcards.corpus
+    runs = [run_dir(corpus, m, d, s) for m in MODELS for d in data_tokens(corpus) for s in SEEDS]
+    ref = run_dir(corpus, *reference_run(corpus))
+    inputs = {"emb_dir": f"results/{corpus}/embeddings/{embedder_name()}", "snapshots": f"{ref}/snapshots",
+              "weights": [f"{r}/model.safetensors" for r in runs],
+              "metrics": [f"{r}/metrics.json" for r in runs]}
+    return {**embed_inputs(wildcards), **inputs}
+
+
+def robustness_runs(wildcards):
+    """--run MODEL=DIR for every run of the corpus."""
+    corpus = wildcards.corpus
+    return " ".join(f"--run {m}={run_dir(corpus, m, d, s)}" for m in MODELS
+                    for d in data_tokens(corpus) for s in SEEDS)
+
+
+def robustness_files():
+    return [f"results/{c}/id_robustness.json" for c in CORPORA] if robustness_enabled() else []
+
+
 def has_latent_dim():
     return any("latent_dim" in spec for spec in config["corpora"].values())
 
@@ -169,7 +220,8 @@ FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer
 
 
 def figure_names():
-    return FIGURES + (["latent_dim"] if has_latent_dim() else [])
+    return (FIGURES + (["latent_dim"] if has_latent_dim() else [])
+            + (["id_robustness"] if robustness_enabled() else []))
 
 
 def laws_outputs():
@@ -231,4 +283,5 @@ def known_d_outputs():
 def corpus_outputs():
     if not CORPORA:
         return []
-    return ["results/losses.csv", "results/intrinsic_dim.csv"] + laws_outputs()
+    return (["results/losses.csv", "results/intrinsic_dim.csv"] + laws_outputs()
+            + (["results/id_robustness.csv"] if robustness_enabled() else []))

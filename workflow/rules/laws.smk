@@ -3,6 +3,7 @@ rule laws:
         losses="results/losses.csv",
         ids="results/intrinsic_dim.csv",
         histories=history_files(),
+        robustness=["results/id_robustness.csv"] if robustness_enabled() else [],
     output:
         laws=report("results/laws.csv", caption="../report/laws.rst", category="Tables"),
         predictions=report(
@@ -23,6 +24,9 @@ rule laws:
         k=config["intrinsic_dim"]["k"],
         corpora=as_json(config["corpora"]),
         out_dir=lambda w, output: os.path.dirname(output.laws),
+        robustness=lambda w, input: (
+            f"--robustness {input.robustness[0]}" if input.robustness else ""
+        ),
     log:
         "logs/laws.log",
     benchmark:
@@ -34,4 +38,5 @@ rule laws:
         "idscaling laws --losses {input.losses:q} --ids {input.ids:q}"
         " --out-dir {params.out_dir:q} --laws {params.laws:q} --theory {params.theory:q}"
         " --k {params.k} --corpora {params.corpora:q} --histories {input.histories:q}"
+        " {params.robustness}"
         + TO_LOG

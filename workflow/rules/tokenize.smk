@@ -1,7 +1,33 @@
+# tokenizer.shared: one BPE from the train splits of every real corpus (a control's text
+# is another corpus's, rearranged), which each corpus's tokenize job then loads.
+rule shared_tokenizer:
+    input:
+        [f"results/{c}/corpus/train.parquet" for c in SHARED_TOKENIZER_CORPORA],
+    output:
+        tokenizer=SHARED_TOKENIZER,
+        meta=os.path.join(os.path.dirname(SHARED_TOKENIZER), "meta.json"),
+    params:
+        corpora=" ".join(
+            f"--corpus {c}=results/{c}/corpus/train.parquet" for c in SHARED_TOKENIZER_CORPORA
+        ),
+        tokenizer=as_json(config["tokenizer"]),
+        out_dir=lambda w, output: os.path.dirname(output.tokenizer),
+    log:
+        "logs/shared_tokenizer.log",
+    benchmark:
+        "benchmarks/shared_tokenizer.tsv"
+    threads: config["compute"]["threads"]
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "idscaling shared-tokenizer {params.corpora} --out-dir {params.out_dir:q}"
+        " --tokenizer {params.tokenizer:q} --threads {threads}"
+        + TO_LOG
+
+
 rule tokenize:
     input:
-        train="results/{corpus}/corpus/train.parquet",
-        val="results/{corpus}/corpus/val.parquet",
+        unpack(tokenize_inputs),
     output:
         tokenizer="results/{corpus}/tokens/tokenizer.json",
         train="results/{corpus}/tokens/train.bin",
@@ -10,6 +36,7 @@ rule tokenize:
     params:
         tokenizer=as_json(config["tokenizer"]),
         out_dir=lambda w, output: os.path.dirname(output.meta),
+        shared=lambda w, input: input.get("shared", ""),
     log:
         "logs/{corpus}/tokenize.log",
     benchmark:
@@ -21,6 +48,7 @@ rule tokenize:
         "idscaling tokenize --corpus {wildcards.corpus} --train-docs {input.train:q}"
         " --val-docs {input.val:q} --out-dir {params.out_dir:q}"
         " --tokenizer {params.tokenizer:q} --threads {threads}"
+        " --shared-tokenizer {params.shared:q}"
         + TO_LOG
 
 

@@ -10,6 +10,7 @@ rule train:
         history="results/{corpus}/runs/{model}/D{tokens}/s{seed}/history.csv",
         weights="results/{corpus}/runs/{model}/D{tokens}/s{seed}/model.safetensors",
         model_config="results/{corpus}/runs/{model}/D{tokens}/s{seed}/config.json",
+        snapshots=directory("results/{corpus}/runs/{model}/D{tokens}/s{seed}/snapshots"),
     params:
         model=lambda w: as_json(config["models"][w.model]),
         train=TRAIN_RESULT,
