@@ -4,7 +4,7 @@ Two workloads, each timed against a baseline in the same run:
 
 - ``default run``: the grid of ``config.yaml`` (its corpora, models and data_tokens, one
   run per model x D x seed), losses drawn from a Chinchilla-like law with 1% noise.
-  Ours: ``idscaling.analysis.fit_laws`` (what the laws stage runs): per corpus the offset
+  Ours: ``idscaling.laws_stage.fit_laws`` (what the laws stage runs): per corpus the offset
   and pure data law of every model, the offset and pure model law of every D, and the
   joint law, each with ``--bootstrap`` resamples.
 - ``chinchilla``: the joint law on Epoch AI's 240 Chinchilla points (tests/data).
@@ -34,7 +34,7 @@ import yaml
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from idscaling import laws
-from idscaling.analysis import _fit_seed, fit_laws
+from idscaling.laws_stage import _fit_seed, fit_laws
 from timing import timed
 
 ROOT = Path(__file__).resolve().parents[1]

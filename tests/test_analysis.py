@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idscaling.analysis import LAW_COLUMNS, read_histories, run_laws, verdict
+from idscaling.laws_stage import run_laws
+from idscaling.predictions import verdict
+from idscaling.tables import LAW_COLUMNS, collect_histories
 from idscaling.errors import DataError
 
 # Chinchilla-like truth on a laptop scale: L = E + A/N^alpha + B/D^beta (nats)
@@ -25,7 +27,7 @@ FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer
 
 def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA, noise=0.002,
                 ids_for=None, estimators=("mle", "twonn"), seed=0, floor=TRUTH["E"]):
-    """Write losses.csv, intrinsic_dim.csv and history.csv files under `root`."""
+    """Write losses.csv, intrinsic_dim.csv, history.csv files and histories.csv under `root`."""
     rng = np.random.default_rng(seed)
     runs, histories = [], []
     for c, corpus in enumerate(corpora):
@@ -65,7 +67,8 @@ def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA,
     pd.DataFrame(ids, columns=["corpus", "embedder", "layer", "estimator", "k", "metric",
                                "protocol", "n_points", "n_duplicates", "id", "ci_low",
                                "ci_high"]).to_csv(root / "intrinsic_dim.csv", index=False)
-    return root / "losses.csv", root / "intrinsic_dim.csv", histories
+    collect_histories(histories, root / "histories.csv")
+    return root / "losses.csv", root / "intrinsic_dim.csv", root / "histories.csv"
 
 
 def _is_png(path: Path) -> bool:
@@ -163,7 +166,7 @@ def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
     losses, ids, _ = make_inputs(tmp_path / "in", corpora=("synth-d4",), ids_for=(),
                                  data=DATA[:3])
     out = tmp_path / "results"
-    run_laws(losses, ids, [], out, bootstrap=0,
+    run_laws(losses, ids, None, out, bootstrap=0,
              corpora={"synth-d4": {"source": "builtin", "latent_dim": 4}})
     for name in FIGURES + ["latent_dim"]:
         assert _is_png(out / "figures" / f"{name}.png"), name
@@ -261,8 +264,9 @@ def test_history_paths_must_follow_the_layout(tmp_path):
     path.parent.mkdir()
     pd.DataFrame(dict(step=[0], tokens=[0], lr=[0.1], train_loss=[1.0], val_loss=[1.0],
                       elapsed_s=[0.0])).to_csv(path, index=False)
-    with pytest.raises(DataError, match="history.csv"):
-        read_histories([path])
+    with pytest.raises(DataError, match="history.csv: not a run path"):
+        collect_histories([path], tmp_path / "histories.csv")
+    assert not (tmp_path / "histories.csv").exists()
 
 
 @pytest.mark.parametrize("observed, predicted, expected", [
@@ -280,7 +284,7 @@ def test_verdict_decides_with_a_margin(observed, predicted, expected):
 
 
 def test_corpora_are_ordered_with_numbers_read_as_numbers():
-    from idscaling.analysis import natural_order
+    from idscaling.tables import natural_order
 
     assert natural_order(["synth-d16", "synth-d2", "python", "synth-d4", "synth-d8"]) == [
         "python", "synth-d2", "synth-d4", "synth-d8", "synth-d16"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from idscaling.collect import ID_COLUMNS, LOSS_COLUMNS, collect_ids, collect_losses, collect_subsets
+from idscaling.tables import ID_COLUMNS, LOSS_COLUMNS, collect_ids, collect_losses, collect_subsets
 from idscaling.errors import DataError
 
 

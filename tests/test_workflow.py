@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from idscaling.collect import ID_COLUMNS, LOSS_COLUMNS
+from idscaling.tables import ID_COLUMNS, LOSS_COLUMNS
 from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow

@@ -169,31 +169,37 @@ def cmd_id_robustness(args) -> None:
 
 
 def cmd_collect_robustness(args) -> None:
-    from idscaling.collect import collect_robustness
+    from idscaling.tables import collect_robustness
 
     collect_robustness(args.files, args.out)
 
 
 def cmd_collect_losses(args) -> None:
-    from idscaling.collect import collect_losses
+    from idscaling.tables import collect_losses
 
     collect_losses(args.metrics, args.out)
 
 
 def cmd_collect_subsets(args) -> None:
-    from idscaling.collect import collect_subsets
+    from idscaling.tables import collect_subsets
 
     collect_subsets(args.files, args.out)
 
 
+def cmd_collect_histories(args) -> None:
+    from idscaling.tables import collect_histories
+
+    collect_histories(args.files, args.out)
+
+
 def cmd_collect_ids(args) -> None:
-    from idscaling.collect import collect_ids
+    from idscaling.tables import collect_ids
 
     collect_ids(args.files, args.out)
 
 
 def cmd_laws(args) -> None:
-    from idscaling.analysis import run_laws
+    from idscaling.laws_stage import run_laws
 
     theory = args.theory
     reference = {"estimator": theory.get("estimator", "mle"), "k": args.k,
@@ -344,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", type=Path)
     p.set_defaults(func=cmd_collect_subsets)
 
+    p = sub.add_parser("collect-histories", help="gather the runs' history.csv files into one table")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(func=cmd_collect_histories)
+
     p = sub.add_parser("collect-ids", help="gather intrinsic-dimension files into one table")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("files", nargs="+", type=Path)
@@ -352,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("laws", help="fit scaling laws, set predictions beside them, draw, summarise")
     p.add_argument("--losses", required=True, type=Path)
     p.add_argument("--ids", required=True, type=Path)
-    p.add_argument("--histories", nargs="*", type=Path, default=[])
+    p.add_argument("--histories", type=Path, default=None, help="histories.csv")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--laws", type=_json, default={})
     p.add_argument("--theory", type=_json, default={})

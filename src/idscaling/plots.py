@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from idscaling.analysis import natural_order, reference_rows, triple
+from idscaling.predictions import reference_rows, triple
+from idscaling.tables import natural_order
 from idscaling.io import atomic_path
 
 LOSS_LABEL = "validation loss (nats/token)"

@@ -19,6 +19,22 @@ rule collect_losses:
         + TO_LOG
 
 
+rule collect_histories:
+    input:
+        history_files(),
+    output:
+        "results/histories.csv",
+    log:
+        "logs/collect_histories.log",
+    benchmark:
+        "benchmarks/collect_histories.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "idscaling collect-histories --out {output:q} {input:q}"
+        + TO_LOG
+
+
 rule collect_ids:
     input:
         id_files(),

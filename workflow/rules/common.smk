@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+from idscaling import layout
 from idscaling.config import NON_RESULT_TRAIN_KEYS, load_schema, validate_config
 from idscaling.errors import ConfigError, DataError
 
@@ -92,8 +93,8 @@ def corpus_source(corpus):
     return {k: v for k, v in config["corpora"][corpus].items() if k != "data_tokens"}
 
 
-def run_dir(corpus, model, tokens, seed):
-    return f"results/{corpus}/runs/{model}/D{tokens}/s{seed}"
+run_dir = layout.run_dir
+RUN_DIR = layout.RUN_DIR
 
 
 def data_tokens(corpus):
@@ -188,7 +189,7 @@ def history_files():
 
 
 def id_files():
-    return [f"results/{c}/intrinsic_dim/{embedder_name()}.json" for c in CORPORA]
+    return [layout.ID_FILE.format(corpus=c, embedder=embedder_name()) for c in CORPORA]
 
 
 def robustness_inputs(wildcards):
@@ -209,7 +210,9 @@ def robustness_runs(wildcards):
 
 
 def robustness_files():
-    return [f"results/{c}/id_robustness.json" for c in CORPORA] if robustness_enabled() else []
+    if not robustness_enabled():
+        return []
+    return [layout.ROBUSTNESS_FILE.format(corpus=c) for c in CORPORA]
 
 
 def has_latent_dim():

@@ -4,7 +4,7 @@ rule id_robustness:
     input:
         unpack(robustness_inputs),
     output:
-        "results/{corpus}/id_robustness.json",
+        layout.ROBUSTNESS_FILE,
     params:
         runs=robustness_runs,
         fill=lambda w, input: (

@@ -2,7 +2,7 @@ rule intrinsic_dim:
     input:
         "results/{corpus}/embeddings/{embedder}",
     output:
-        "results/{corpus}/intrinsic_dim/{embedder}.json",
+        layout.ID_FILE,
     params:
         options=as_json(config["intrinsic_dim"]),
     log:

@@ -2,7 +2,7 @@ rule laws:
     input:
         losses="results/losses.csv",
         ids="results/intrinsic_dim.csv",
-        histories=history_files(),
+        histories="results/histories.csv",
         robustness=["results/id_robustness.csv"] if robustness_enabled() else [],
     output:
         laws=report("results/laws.csv", caption="../report/laws.rst", category="Tables"),

@@ -36,7 +36,9 @@ rule tokenize:
     params:
         tokenizer=as_json(config["tokenizer"]),
         out_dir=lambda w, output: os.path.dirname(output.meta),
-        shared=lambda w, input: input.get("shared", ""),
+        shared=lambda w, input: (
+            f"--shared-tokenizer {input.shared}" if "shared" in input.keys() else ""
+        ),
     log:
         "logs/{corpus}/tokenize.log",
     benchmark:
@@ -48,7 +50,7 @@ rule tokenize:
         "idscaling tokenize --corpus {wildcards.corpus} --train-docs {input.train:q}"
         " --val-docs {input.val:q} --out-dir {params.out_dir:q}"
         " --tokenizer {params.tokenizer:q} --threads {threads}"
-        " --shared-tokenizer {params.shared:q}"
+        " {params.shared}"
         + TO_LOG
 
 

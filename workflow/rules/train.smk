@@ -6,11 +6,11 @@ rule train:
         subset="results/{corpus}/tokens/subsets/D{tokens}.json",
         grid=ancient(DATA_GRID),
     output:
-        metrics="results/{corpus}/runs/{model}/D{tokens}/s{seed}/metrics.json",
-        history="results/{corpus}/runs/{model}/D{tokens}/s{seed}/history.csv",
-        weights="results/{corpus}/runs/{model}/D{tokens}/s{seed}/model.safetensors",
-        model_config="results/{corpus}/runs/{model}/D{tokens}/s{seed}/config.json",
-        snapshots=directory("results/{corpus}/runs/{model}/D{tokens}/s{seed}/snapshots"),
+        metrics=RUN_DIR + "/metrics.json",
+        history=RUN_DIR + "/history.csv",
+        weights=RUN_DIR + "/model.safetensors",
+        model_config=RUN_DIR + "/config.json",
+        snapshots=directory(RUN_DIR + "/snapshots"),
     params:
         model=lambda w: as_json(config["models"][w.model]),
         train=TRAIN_RESULT,
