@@ -45,7 +45,8 @@ from train_throughput import PlainGPT  # noqa: E402  (the same hand-written base
 
 from idscaling.intrinsic_dim import estimate_id  # noqa: E402
 from idscaling.model import GPT, GPTConfig  # noqa: E402
-from idscaling.train import peak_flops, train_run  # noqa: E402
+from idscaling.devices import peak_flops  # noqa: E402
+from idscaling.train import train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = {

@@ -71,7 +71,7 @@ def _sync(device: str) -> None:
 
 def compare(repeats: int, threads: int | None, device: str) -> None:
     from idscaling.intrinsic_dim import estimate_id
-    from idscaling.knn import exact_fp32
+    from idscaling.devices import exact_fp32
 
     if threads:
         torch.set_num_threads(threads)

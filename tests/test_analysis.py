@@ -46,7 +46,7 @@ def make_inputs(root: Path, corpora=("code", "prose"), models=MODELS, data=DATA,
                 path.parent.mkdir(parents=True, exist_ok=True)
                 step = np.arange(0, 60, 10)
                 train = loss + 3.0 * np.exp(-step / 20)
-                pd.DataFrame(dict(step=step, tokens=step * 1024, lr=1e-3, train_loss=train,
+                pd.DataFrame(dict(step=step, tokens_seen=step * 1024, lr=1e-3, train_loss=train,
                                   val_loss=np.where(step % 20 == 0, train * 1.02, np.nan),
                                   elapsed_s=step * 0.1)).to_csv(path, index=False)
                 histories.append(path)
@@ -80,9 +80,7 @@ def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in")
     out = tmp_path / "results"
     # "code" is taken for a synthetic corpus of known dimension: the latent_dim figure
-    corpora = {"code": {"source": "builtin", "name": "synthetic", "latent_dim": 4},
-               "prose": {"source": "builtin", "name": "python-docs"}}
-    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1, corpora=corpora,
+    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1, latent_dims={"code": 4},
                       reference={"estimator": "mle", "k": 20, "protocol": "batched",
                                  "layer": "last"})
     for name in FIGURES + ["latent_dim"]:
@@ -147,8 +145,7 @@ def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in", corpora=("solo",),
                                          models={"xs": (1, 32)}, data=[1000, 2000])
     out = tmp_path / "results"
-    run_laws(losses, ids, histories, out, bootstrap=20,
-             corpora={"solo": {"source": "builtin", "name": "python-docs"}})
+    run_laws(losses, ids, histories, out, bootstrap=20)
     for name in FIGURES:
         assert _is_png(out / "figures" / f"{name}.png"), name
     assert not (out / "figures" / "latent_dim.png").exists()   # no corpus of known d
@@ -167,7 +164,7 @@ def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
                                  data=DATA[:3])
     out = tmp_path / "results"
     run_laws(losses, ids, None, out, bootstrap=0,
-             corpora={"synth-d4": {"source": "builtin", "latent_dim": 4}})
+             latent_dims={"synth-d4": 4})
     for name in FIGURES + ["latent_dim"]:
         assert _is_png(out / "figures" / f"{name}.png"), name
     assert pd.read_csv(out / "predictions.csv").empty
@@ -214,7 +211,7 @@ def test_unconverged_runs_are_not_points_of_a_law_and_the_summary_names_them(tmp
     assert laws.loc[("joint", "", "offset"), "n_points"] == 3 * len(DATA) - 1
     assert laws.loc[("joint", "", "offset"), "exponent_D"] == pytest.approx(TRUTH["beta"], abs=0.05)
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert f"Runs: 11 of 12 converged" in summary and f"code/m/D{DATA[-1]}/s0" in summary
+    assert "Runs: 11 of 12 converged" in summary and f"code/m/D{DATA[-1]}/s0" in summary
 
     # with converged_only off, the bad run is a point again and moves the exponent
     every = run_laws(losses, ids, histories, tmp_path / "all", bootstrap=40, draw=False,
@@ -262,7 +259,7 @@ def test_bad_inputs_raise_errors_that_name_the_problem(tmp_path):
 def test_history_paths_must_follow_the_layout(tmp_path):
     path = tmp_path / "somewhere" / "history.csv"
     path.parent.mkdir()
-    pd.DataFrame(dict(step=[0], tokens=[0], lr=[0.1], train_loss=[1.0], val_loss=[1.0],
+    pd.DataFrame(dict(step=[0], tokens_seen=[0], lr=[0.1], train_loss=[1.0], val_loss=[1.0],
                       elapsed_s=[0.0])).to_csv(path, index=False)
     with pytest.raises(DataError, match="history.csv: not a run path"):
         collect_histories([path], tmp_path / "histories.csv")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from idscaling.errors import ConfigError
-from idscaling.model import GPT, GPTConfig, cross_entropy, export_hf, load_hf_config
+from idscaling.model import GPT, GPTConfig, cross_entropy, export_hf
 
 
 def tiny(vocab=100, bias=True, **kw) -> GPT:
@@ -119,7 +119,7 @@ def test_transformers_loads_export_with_identical_logits(tmp_path, bias):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "gpt2" and config["vocab_size"] == 100
     assert config["n_positions"] == 16 and config["eos_token_id"] == 7
-    assert load_hf_config(tmp_path / "config.json") == model.config
+    assert GPTConfig(**config["idscaling"]["gpt_config"]) == model.config
     assert not list(tmp_path.glob(".*.tmp"))
 
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()

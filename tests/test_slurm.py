@@ -238,7 +238,9 @@ def test_rerun_completes_only_what_failed(runs):
     assert second.proc.returncode == 0, second.describe()
     assert set(job["JobState"] for job in second.cluster.values()) == {"COMPLETED"}
     # The failed training run and the jobs downstream of it; nothing that succeeded.
-    assert sorted(second.remote_rules) == ["collect_losses", "laws", "train"], second.describe()
+    assert sorted(second.remote_rules) == ["collect_histories", "collect_losses",
+                                           "collect_robustness", "id_robustness", "laws",
+                                           "train"], second.describe()
     assert "corpus" not in second.local_rules
 
 

@@ -8,7 +8,7 @@ from tokenizers import Tokenizer
 
 from idscaling.corpus import DocumentHasher, write_documents
 from idscaling.errors import ConfigError, DataError
-from idscaling.io import read_json
+from idscaling.files import read_json
 from idscaling.tokenization import (EOT_TOKEN, check_subset, token_dtype, tokenize_corpus,
                                    train_shared_tokenizer)
 
@@ -222,13 +222,15 @@ def test_check_subset_counts_whole_documents(tokens_dir, tmp_path):
     meta = read_json(tokens_dir / "meta.json")
     ids = np.fromfile(tokens_dir / "train.bin", dtype=meta["dtype"])
     tokens = int(np.flatnonzero(ids == meta["eot_id"])[6]) + 1  # exactly 7 documents
+    train_bin = tokens_dir / "train.bin"
     out = check_subset(tokens_dir / "meta.json", tokens, tmp_path / "s.json", corpus="c",
-                       context=4)
+                       context=4, train_bin=train_bin)
     assert read_json(tmp_path / "s.json") == out
     assert out["docs"] == 7 and out["docs_exact"] and out["tokens"] == tokens
     assert out["fraction"] == pytest.approx(tokens / meta["train_tokens"])
-    out = check_subset(tokens_dir / "meta.json", tokens - 1, tmp_path / "s.json", corpus="c")
+    out = check_subset(tokens_dir / "meta.json", tokens - 1, tmp_path / "s.json", corpus="c",
+                       train_bin=train_bin)
     assert out["docs"] == 6
-    (tokens_dir / "train.bin").unlink()
+    # without train.bin: an estimate from the mean document length
     out = check_subset(tokens_dir / "meta.json", meta["train_tokens"], tmp_path / "s.json")
     assert out["docs"] == meta["train_docs"] and not out["docs_exact"]

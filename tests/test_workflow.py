@@ -106,7 +106,9 @@ def test_adding_a_model_plans_only_its_runs(finished_run):
     config = load_config(workdir / path)
     jobs = planned_jobs(workdir, "--configfile", path)
     assert jobs.pop("train") == len(config["corpora"]) * len(config["data_tokens"])
-    assert set(jobs) <= {"collect_losses", "laws", "all"}
+    # every run's ID enters the robustness table: one job per corpus
+    assert jobs.pop("id_robustness") == len(config["corpora"])
+    assert set(jobs) <= {"collect_losses", "collect_histories", "collect_robustness", "laws", "all"}
 
 
 def test_adding_a_data_size_plans_only_the_new_runs(finished_run):
@@ -117,7 +119,8 @@ def test_adding_a_data_size_plans_only_the_new_runs(finished_run):
     assert jobs.pop("train") == len(config["corpora"]) * len(config["models"])
     assert jobs.pop("subset") == len(config["corpora"])
     assert jobs.pop("data_grid") == 1  # the table of checks, not the runs that wait for it
-    assert set(jobs) <= {"collect_losses", "laws", "all"}
+    assert jobs.pop("id_robustness") == len(config["corpora"])
+    assert set(jobs) <= {"collect_losses", "collect_histories", "collect_robustness", "laws", "all"}
 
 
 def test_a_data_size_too_large_for_one_corpus_stops_every_corpus_before_training(tmp_path):
@@ -164,7 +167,8 @@ def test_changing_k_plans_id_jobs_not_training(finished_run):
     path = _variant(workdir, "change_k", lambda c: c["intrinsic_dim"].update(k=8))
     jobs = planned_jobs(workdir, "--configfile", path)
     assert jobs.pop("intrinsic_dim") == 2
-    assert set(jobs) <= {"collect_ids", "laws", "all"}
+    assert jobs.pop("id_robustness") == 2  # it measures with the reference k
+    assert set(jobs) <= {"collect_ids", "collect_robustness", "laws", "all"}
 
 
 def test_changing_lr_plans_training_not_corpus_stages(finished_run):
@@ -243,7 +247,7 @@ def test_failing_job_leaves_no_output_and_others_stop_before_training(tmp_path):
     assert reason in (workdir / "logs" / "notes" / "corpus.log").read_text()
     # the reason reaches the terminal, not only the log
     terminal = proc.stderr + proc.stdout
-    assert f"error in logs/notes/corpus.log: " in terminal and reason in terminal
+    assert "error in logs/notes/corpus.log: " in terminal and reason in terminal
     left = [p for p in (workdir / "results").glob("notes/**/*") if p.is_file()]
     assert left == []
     # --keep-going: the other corpus goes as far as its data-size check; no model of any

@@ -41,7 +41,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, DataError
+from idscaling.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def synthetic_documents(spec: dict[str, Any], corpus: str = "") -> list[str]:
     """Documents of known latent dimension: ``idscaling.synthetic.generate_documents``
     with ``latent_dim``, ``docs`` as ``n_docs`` and every other key as an option."""
     # Imported here: the generator is heavier and optional for the other corpora.
-    from . import synthetic
+    from idscaling import synthetic
 
     where = f"corpora.{corpus}" if corpus else "builtin synthetic corpus"
     for key in ("latent_dim", "docs"):

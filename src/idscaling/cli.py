@@ -63,15 +63,15 @@ def cmd_shared_tokenizer(args) -> None:
         if not sep:
             raise ConfigError(f"shared-tokenizer: --corpus {item!r} is not NAME=TRAIN_PARQUET")
         docs[name] = Path(path)
-    opts = args.tokenizer
-    train_shared_tokenizer(docs, args.out_dir, vocab_size=opts.get("vocab_size", 4096),
-                           min_frequency=opts.get("min_frequency", 2), threads=args.threads)
+    train_shared_tokenizer(docs, args.out_dir, threads=args.threads,
+                           **_picked(args.tokenizer, "vocab_size", "min_frequency"))
 
 
 def cmd_subset(args) -> None:
     from idscaling.tokenization import check_subset
 
-    check_subset(args.meta, args.tokens, args.out, corpus=args.corpus, context=args.context)
+    check_subset(args.meta, args.tokens, args.out, corpus=args.corpus, context=args.context,
+                 train_bin=args.train_bin)
 
 
 def cmd_train(args) -> None:
@@ -92,6 +92,12 @@ def cmd_train(args) -> None:
     else:
         _with_gpus(args.gpus, "training", lambda devices: (
             _relaunch_under_torchrun(len(devices)) if len(devices) > 1 else train()))
+
+
+def _picked(options: dict, *keys: str) -> dict:
+    """The keys of a config section that are there; the library owns the defaults of the
+    rest (equal to the schema's)."""
+    return {k: options[k] for k in keys if k in options}
 
 
 def _with_gpus(n: int, what: str, work) -> None:
@@ -118,9 +124,9 @@ def _relaunch_under_torchrun(gpus: int) -> None:
 def cmd_embed(args) -> None:
     from idscaling.embed import embed_corpus
     from idscaling.errors import ConfigError
-    from idscaling.io import read_json
+    from idscaling.files import read_json
 
-    opts = {k: v for k, v in args.options.items() if k not in ("run", "fill_from_train")}
+    opts = dict(args.options)
     fill = {}
     if args.train_docs is not None:
         if args.seen is None:
@@ -142,10 +148,9 @@ def cmd_intrinsic_dim(args) -> None:
 def cmd_id_robustness(args) -> None:
     from idscaling.errors import ConfigError
     from idscaling.id_robustness import run_robustness
-    from idscaling.io import read_json
+    from idscaling.files import read_json
 
-    embedding = {k: v for k, v in args.embedding.items()
-                 if k not in ("run", "fill_from_train", "layer")}
+    embedding = {k: v for k, v in args.embedding.items() if k != "layer"}
     if args.train_docs is not None:
         if args.seen is None:
             raise ConfigError("id-robustness: --train-docs needs --seen")
@@ -162,10 +167,8 @@ def cmd_id_robustness(args) -> None:
     _with_gpus(args.gpus, "the ID's robustness checks", lambda devices: run_robustness(
         args.emb_dir, args.out, runs=runs, snapshots=args.snapshots, val_docs=args.val_docs,
         tokenizer=args.tokenizer, embedding={**embedding, "context": args.context},
-        estimator=ident.get("estimator", "mle"), k=ident.get("k", 20),
-        metric=ident.get("metric", "cosine"), protocol=ident.get("protocol", "batched"),
-        batch_size=ident.get("batch_size", 3600), seed=ident.get("seed", 0),
-        max_points=ident.get("max_points"), threads=args.threads, **opts))
+        threads=args.threads, **opts, **_picked(ident, "estimator", "k", "metric", "protocol",
+                                                "batch_size", "seed", "max_points")))
 
 
 def cmd_collect_robustness(args) -> None:
@@ -202,14 +205,12 @@ def cmd_laws(args) -> None:
     from idscaling.laws_stage import run_laws
 
     theory = args.theory
-    reference = {"estimator": theory.get("estimator", "mle"), "k": args.k,
-                 "protocol": theory.get("protocol", "batched"), "layer": "last"}
+    laws = {"loss_column" if k == "loss" else k: v for k, v in args.laws.items()}
     run_laws(args.losses, args.ids, args.histories, args.out_dir,
-             smoothness=theory.get("smoothness", 1.0), bootstrap=args.laws.get("bootstrap", 1000),
-             seed=args.laws.get("seed", 0), reference=reference, corpora=args.corpora,
-             loss_column=args.laws.get("loss", "best_val_loss"),
-             converged_only=args.laws.get("converged_only", True),
-             margin=theory.get("margin", 0.05), robustness_csv=args.robustness)
+             reference={"k": args.k, **_picked(theory, "estimator", "protocol")},
+             latent_dims=args.latent_dims, robustness_csv=args.robustness,
+             **_picked(theory, "smoothness", "margin"),
+             **_picked(laws, "bootstrap", "seed", "loss_column", "converged_only"))
 
 
 def cmd_known_d_run(args) -> None:
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", required=True, type=Path)
     p.add_argument("--tokens", required=True, type=int)
     p.add_argument("--context", type=int, default=0)
+    p.add_argument("--train-bin", type=_optional_path, default=None,
+                   help="train.bin, to count the whole documents in the first D ids")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_subset)
 
@@ -368,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--laws", type=_json, default={})
     p.add_argument("--theory", type=_json, default={})
     p.add_argument("--k", type=int, default=20, help="the k whose ID the predictions use")
-    p.add_argument("--corpora", type=_json, default=None)
+    p.add_argument("--latent-dims", type=_json, default=None,
+                   help="{corpus: latent dimension} of the synthetic corpora")
     p.add_argument("--robustness", type=Path, default=None, help="id_robustness.csv")
     p.set_defaults(func=cmd_laws)
 

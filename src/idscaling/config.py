@@ -6,6 +6,7 @@ before any job runs, with the key path and the reason.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ NON_RESULT_TRAIN_KEYS = ("compile", "checkpoint_every", "log_every", "peak_flops
 def load_schema(path: str | Path | None = None) -> dict:
     path = Path(path) if path else SCHEMA_PATH
     return yaml.safe_load(path.read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    return load_schema()
 
 
 def _with_defaults(validator_class):
@@ -67,6 +73,45 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
+    _check_schema(config, schema)
+    _check_semantics(config)
+    return config
+
+
+def validate_section(section: str, values: dict | None) -> dict:
+    """One section of the config (train, embedding, ...) checked against the schema and
+    with its defaults, for callers of the library that bypass the workflow. Returns a
+    copy; raises ConfigError naming the key (``train.lr``)."""
+    schema = _schema()
+    one = {"$defs": schema.get("$defs", {}), "type": "object", "additionalProperties": False,
+           "properties": {section: schema["properties"][section]}}
+    config = {section: _copy(dict(values or {}))}
+    _check_schema(config, one)
+    return config[section]
+
+
+def data_size_problem(tokens: int, context: int, train_tokens: int | None = None,
+                      corpus: str = "") -> str | None:
+    """Why a data size D cannot be trained on, or None: it must hold one training window
+    (more than train.context tokens) and, when the corpus's train tokens are known, fit in
+    them. The one owner of this rule: the config check, the subset check and the engine."""
+    where = f"corpus {corpus}: " if corpus else ""
+    if tokens <= context:
+        return (f"{where}data_tokens {tokens:,} is not more than train.context {context:,}: "
+                "not one training window")
+    if train_tokens is not None and tokens > train_tokens:
+        return f"corpus {corpus or '?'} has {train_tokens:,} train tokens; data_tokens asks for {tokens:,}"
+    return None
+
+
+def check_micro_batch(batch_size: int, micro_batch_size: int | None) -> None:
+    """A micro-batch must divide the batch (gradients accumulate to it)."""
+    if micro_batch_size and batch_size % micro_batch_size:
+        raise ConfigError(f"config: train.micro_batch_size ({micro_batch_size}) does not "
+                          f"divide train.batch_size ({batch_size})")
+
+
+def _check_schema(config: dict, schema: dict) -> None:
     if not isinstance(config, dict):
         raise ConfigError(f"config: expected a mapping, got {type(config).__name__}")
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
@@ -80,8 +125,6 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
             keys = ", ".join(f"{where}.{k}" if where != "(top level)" else k for k in extra)
             raise ConfigError(f"config: unknown key {keys}; allowed here: {', '.join(allowed)}")
         raise ConfigError(f"config: {_key_path(error)}: {error.message}")
-    _check_semantics(config)
-    return config
 
 
 def _check_semantics(config: dict) -> None:
@@ -98,12 +141,7 @@ def _check_semantics(config: dict) -> None:
                 f"by n_head ({shape['n_head']})"
             )
     train = config["train"]
-    micro = train.get("micro_batch_size")
-    if micro and train["batch_size"] % micro:
-        raise ConfigError(
-            f"config: train.micro_batch_size ({micro}) does not divide "
-            f"train.batch_size ({train['batch_size']})"
-        )
+    check_micro_batch(train["batch_size"], train.get("micro_batch_size"))
     grids = [("data_tokens", config.get("data_tokens", []))] + [
         (f"corpora.{name}.data_tokens", spec["data_tokens"])
         for name, spec in config["corpora"].items() if "data_tokens" in spec
@@ -118,10 +156,9 @@ def _check_semantics(config: dict) -> None:
                 f"{train['batch_size']} x {train['context']} = {budget} tokens; raise the "
                 "budget or stop the grid there")
         for d in grid:
-            if d <= train["context"]:
-                raise ConfigError(
-                    f"config: {key}: {d} is not larger than train.context ({train['context']})"
-                )
+            problem = data_size_problem(d, train["context"])
+            if problem:
+                raise ConfigError(f"config: {key}: {problem}")
     tok = config["tokenizer"]
     if tok["kind"] == "pretrained" and not tok.get("name"):
         raise ConfigError("config: tokenizer.name is required when tokenizer.kind is pretrained")

@@ -47,9 +47,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from . import builtin
-from .errors import ConfigError, DataError
-from .io import atomic_path, write_json
+from idscaling import builtin
+from idscaling.errors import ConfigError, DataError
+from idscaling.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 

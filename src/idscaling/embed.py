@@ -33,8 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from idscaling.errors import ConfigError, DataError
-from idscaling.io import atomic_path, write_json
-from idscaling.knn import resolve_device, torch_threads
+from idscaling.files import atomic_path, write_json
+from idscaling.devices import resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                  context: int | None = None, batch_size: int = 32, seed: int = 0,
                  dtype: str = "float32", device: str | None = None,
                  threads: int | None = None, model_dtype: str = "float32",
-                 fill_docs: Path | None = None, fill_skip: int = 0, min_docs: int = 0,
-                 min_points: int = 0, final_norm: bool = True, progress: bool = True) -> dict:
+                 fill_docs: Path | None = None, fill_skip: int = 0, min_docs: int = 200,
+                 min_points: int = 4000, final_norm: bool = True, progress: bool = True) -> dict:
     """Embed tokens of sampled validation documents with a reference model.
 
     model: a directory written by the training engine (then `tokenizer` is its
@@ -110,17 +110,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     if isinstance(fill_skip, bool) or not isinstance(fill_skip, int) or fill_skip < 0:
         raise ConfigError(f"fill_skip must be a non-negative integer, got {fill_skip!r}")
     dev = resolve_device(device)
-    texts_all = _read_docs(val_docs)
-    n_val = len(texts_all)
-    if fill_docs is not None and n_val < docs:
-        unseen = _read_docs(Path(fill_docs))[fill_skip:]
-        take = min(docs - n_val, len(unseen))
-        picked = np.sort(np.random.default_rng([seed, 1]).choice(len(unseen), take,
-                                                                 replace=False))
-        texts_all += [unseen[i] for i in picked]
-        log.info("%s holds %d documents, fewer than the %d asked for: adding %d of the %d "
-                 "documents of %s that no run trained on (after its first %d)", val_docs,
-                 n_val, docs, take, len(unseen), fill_docs, fill_skip)
+    texts_all, n_val = _available_docs(val_docs, fill_docs, fill_skip, docs, seed)
 
     with torch_threads(threads), torch.no_grad():
         ref = _load_reference(model, tokenizer, dev, getattr(torch, model_dtype))
@@ -162,38 +152,8 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
                         "documents, tokens_per_doc, or fill_from_train would help)",
                         n_points, n_used, min_points, min_docs)
 
-        offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
-        order = sorted((i for i in range(len(picks)) if len(picks[i])),
-                       key=lambda i: -len(encoded[i][0]))  # similar lengths pad less
-        with contextlib.ExitStack() as stack:
-            tmp = {L: stack.enter_context(atomic_path(out_dir / f"layer{L}.npy"))
-                   for L in layers}
-            out: dict[int, np.ndarray] = {}
-            bar = tqdm(range(0, len(order), batch_size), desc="embed", unit="batch",
-                       disable=not progress)
-            for b0 in bar:
-                batch = order[b0:b0 + batch_size]
-                hidden = _forward(ref, [encoded[i][0] for i in batch], dev, norm)
-                bi = np.concatenate([np.full(len(picks[i]), j) for j, i in enumerate(batch)])
-                pi = np.concatenate([picks[i] for i in batch])
-                dest = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
-                bi_t, pi_t = torch.from_numpy(bi).to(dev), torch.from_numpy(pi).to(dev)
-                for L in layers:
-                    vecs = hidden[L][bi_t, pi_t].float().cpu().numpy()
-                    if L not in out:
-                        out[L] = np.lib.format.open_memmap(
-                            tmp[L], mode="w+", dtype=dtype, shape=(n_points, vecs.shape[1]))
-                        _reserve(tmp[L])
-                    out[L][dest] = vecs
-                del hidden
-            bar.close()
-            dim = next(iter(out.values())).shape[1]
-            for arr in out.values():
-                arr.flush()
-            out.clear()
-        # the context position of every row, for the ID against position
-        with atomic_path(out_dir / "positions.npy") as tmp_pos, open(tmp_pos, "wb") as f:
-            np.save(f, np.concatenate(picks).astype(np.int32))
+        dim = _write_layers(ref, encoded, picks, layers, out_dir, dtype, batch_size, dev, norm,
+                            progress)
         _remove_stale(out_dir, layers)
 
     meta = {
@@ -214,6 +174,67 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     }
     write_json(out_dir / "meta.json", meta)
     return meta
+
+
+
+
+def _write_layers(ref: _Reference, encoded, picks, layers: list[int], out_dir: Path, dtype: str,
+                  batch_size: int, dev: torch.device, norm, progress: bool) -> int:
+    """Run the picked documents through the model in batches of similar lengths and write
+    each layer's states at the picked positions (rows in document order) and
+    positions.npy, each atomically. Returns the hidden size."""
+    n_points = sum(len(p) for p in picks)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
+    order = sorted((i for i in range(len(picks)) if len(picks[i])),
+                   key=lambda i: -len(encoded[i][0]))  # similar lengths pad less
+    with contextlib.ExitStack() as stack:
+        tmp = {L: stack.enter_context(atomic_path(out_dir / f"layer{L}.npy"))
+               for L in layers}
+        out: dict[int, np.ndarray] = {}
+        bar = tqdm(range(0, len(order), batch_size), desc="embed", unit="batch",
+                   disable=not progress)
+        for b0 in bar:
+            batch = order[b0:b0 + batch_size]
+            hidden = _forward(ref, [encoded[i][0] for i in batch], dev, norm)
+            bi = np.concatenate([np.full(len(picks[i]), j) for j, i in enumerate(batch)])
+            pi = np.concatenate([picks[i] for i in batch])
+            dest = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
+            bi_t, pi_t = torch.from_numpy(bi).to(dev), torch.from_numpy(pi).to(dev)
+            for L in layers:
+                vecs = hidden[L][bi_t, pi_t].float().cpu().numpy()
+                if L not in out:
+                    out[L] = np.lib.format.open_memmap(
+                        tmp[L], mode="w+", dtype=dtype, shape=(n_points, vecs.shape[1]))
+                    _reserve(tmp[L])
+                out[L][dest] = vecs
+            del hidden
+        bar.close()
+        dim = next(iter(out.values())).shape[1]
+        for arr in out.values():
+            arr.flush()
+        out.clear()
+    # the context position of every row, for the ID against position
+    with atomic_path(out_dir / "positions.npy") as tmp_pos, open(tmp_pos, "wb") as f:
+        np.save(f, np.concatenate(picks).astype(np.int32))
+    return dim
+
+
+def _available_docs(val_docs: Path, fill_docs: Path | None, fill_skip: int, docs: int,
+                    seed: int) -> tuple[list[str], int]:
+    """The val documents, topped up to `docs` with a seeded sample of the train documents
+    past the first `fill_skip` (those no run trained on); and how many are val."""
+    texts = _read_docs(val_docs)
+    n_val = len(texts)
+    if fill_docs is not None and n_val < docs:
+        unseen = _read_docs(Path(fill_docs))[fill_skip:]
+        take = min(docs - n_val, len(unseen))
+        picked = np.sort(np.random.default_rng([seed, 1]).choice(len(unseen), take,
+                                                                 replace=False))
+        texts += [unseen[i] for i in picked]
+        log.info("%s holds %d documents, fewer than the %d asked for: adding %d of the %d "
+                 "documents of %s that no run trained on (after its first %d)", val_docs,
+                 n_val, docs, take, len(unseen), fill_docs, fill_skip)
+    return texts, n_val
 
 
 # ---------------------------------------------------------------------------------------

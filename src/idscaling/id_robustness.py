@@ -31,7 +31,7 @@ import numpy as np
 from idscaling.embed import embed_corpus
 from idscaling.errors import ConfigError, DataError
 from idscaling.intrinsic_dim import estimate_id
-from idscaling.io import read_json, write_json
+from idscaling.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -41,19 +41,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from idscaling import devices as _devices
 from idscaling import knn as _knn
 from idscaling.errors import ConfigError, DataError
-from idscaling.io import read_json, write_json
+from idscaling.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mle", "mle_mean", "twonn", "twonn_fit")
 METRICS = ("euclidean", "cosine", "sklearn_cosine")
 PROTOCOLS = ("batched", "full")
 TWONN_DISCARD = 0.1  # fraction of the largest ratios that twonn_fit drops (Facco et al.)
@@ -127,8 +127,9 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
     methods = [_check_method(m) for m in methods]
     if not methods:
         raise ConfigError("no estimator asked for: intrinsic_dim.estimators is empty")
-    kranges = [_check_k(k) for k in ks] if any(m.startswith("mle") for m in methods) else []
-    if any(m.startswith("mle") for m in methods) and not kranges:
+    uses_k = any(ESTIMATORS[m].uses_k for m in methods)
+    kranges = [_check_k(k) for k in ks] if uses_k else []
+    if uses_k and not kranges:
         raise ConfigError("the MLE needs at least one k (intrinsic_dim.k)")
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
@@ -139,9 +140,9 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
         if not isinstance(batch_size, (int, np.integer)) or batch_size < k_max + 1:
             raise ConfigError(f"batch_size must be an integer of at least k+1 = {k_max + 1} "
                               f"points, got {batch_size!r}")
-    dev = _knn.resolve_device(device)
+    dev = _devices.resolve_device(device)
 
-    with _knn.torch_threads(threads), _knn.exact_fp32(), torch.no_grad():
+    with _devices.torch_threads(threads), _devices.exact_fp32(), torch.no_grad():
         if isinstance(X, Points):
             if X.metric != metric:
                 raise ConfigError(f"points prepared for metric {X.metric!r}, not {metric!r}")
@@ -183,14 +184,14 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
             if workers > 1 and len(batches) > 1:
                 # Batches are independent: on a CPU one per thread, each running torch
                 # single-threaded, scales better than threading every op of every batch.
-                stack.enter_context(_knn.torch_threads(1))
+                stack.enter_context(_devices.torch_threads(1))
                 results = stack.enter_context(ThreadPoolExecutor(workers)).map(search, batches)
             for s in results:
                 stats.append(s)
                 bar.update()
         bar.close()
         keys = [(method, krange) for method in methods
-                for krange in (kranges if method.startswith("mle") else [(2, 2)])]
+                for krange in (kranges if ESTIMATORS[method].uses_k else [(2, 2)])]
         halves = (_half_sample_estimates(search, batches, n, keys, bootstrap, seed, progress)
                   if bootstrap else None)
 
@@ -198,7 +199,7 @@ def estimate_ids(X: np.ndarray | torch.Tensor | Points, methods: Sequence[str] =
     protocol = "full" if batch_size is None else "batched"
     out = []
     for j, (method, krange) in enumerate(keys):
-        per_batch = [_estimate(method, s, krange) for s in stats]
+        per_batch = [ESTIMATORS[method](s, krange) for s in stats]
         value = float(np.mean(per_batch))
         if not math.isfinite(value):
             raise DataError(f"the {method} estimate is not finite ({value}): the "
@@ -240,7 +241,7 @@ def prepare_points(X: np.ndarray | torch.Tensor, metric: str, *,
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
-    dev = _knn.resolve_device(device)
+    dev = _devices.resolve_device(device)
     if isinstance(X, torch.Tensor):
         X = X.detach().to("cpu")
         A = X.numpy() if X.dtype == torch.float32 else X.to(torch.float32).numpy()
@@ -318,16 +319,34 @@ def twonn_fit_from_log_ratios(log_mu: np.ndarray, discard: float = TWONN_DISCARD
     return (x @ y) / np.einsum("ij,ij->i", x, x)
 
 
-def _estimate(method: str, dist: np.ndarray, krange: tuple[int, int]) -> float:
-    if method == "twonn":
-        return len(dist) / twonn_log_ratios(dist).sum()
-    if method == "twonn_fit":
-        return float(twonn_fit_from_log_ratios(twonn_log_ratios(dist))[0])
-    ks = range(krange[0], krange[1] + 1)
-    with np.errstate(divide="ignore"):
-        if method == "mle":
-            return float(np.mean([1.0 / mle_local_inverse(dist, k).mean() for k in ks]))
-        return float(np.mean([(1.0 / mle_local_inverse(dist, k)).mean() for k in ks]))
+@dataclass(frozen=True)
+class Estimator:
+    """An ID estimator: a statistic of each point's ascending neighbour distances (at k, when
+    it uses k) and the rule that combines the points' statistics into one dimension. A k
+    range (k1, k2) averages the combined estimate over k = k1..k2."""
+
+    statistic: Callable[[np.ndarray, int], np.ndarray]
+    combine: Callable[[np.ndarray], float]
+    uses_k: bool
+
+    def __call__(self, dist: np.ndarray, krange: tuple[int, int]) -> float:
+        ks = range(krange[0], krange[1] + 1) if self.uses_k else [2]
+        with np.errstate(divide="ignore"):
+            return float(np.mean([self.combine(self.statistic(dist, k)) for k in ks]))
+
+
+def _two_nn(dist: np.ndarray, k: int) -> np.ndarray:
+    return twonn_log_ratios(dist)
+
+
+# Adding an estimator: one entry here, and its name in the schema's $defs/estimator.
+ESTIMATORS = {
+    "mle": Estimator(mle_local_inverse, lambda inv: 1.0 / inv.mean(), uses_k=True),
+    "mle_mean": Estimator(mle_local_inverse, lambda inv: (1.0 / inv).mean(), uses_k=True),
+    "twonn": Estimator(_two_nn, lambda log_mu: len(log_mu) / log_mu.sum(), uses_k=False),
+    "twonn_fit": Estimator(_two_nn, lambda log_mu: twonn_fit_from_log_ratios(log_mu)[0],
+                           uses_k=False),
+}
 
 
 def _half_sample_estimates(search, batches, n: int, keys, reps: int, seed: int,
@@ -350,7 +369,7 @@ def _half_sample_estimates(search, batches, n: int, keys, reps: int, seed: int,
             idx = np.arange(n) if b is None else b
             half = np.sort(rng.choice(idx, len(idx) // 2, replace=False))
             dist = search(half, bar=False)
-            per_batch.append([_estimate(method, dist, krange) for method, krange in keys])
+            per_batch.append([ESTIMATORS[method](dist, krange) for method, krange in keys])
         out[r] = np.mean(per_batch, axis=0)
     return out
 
@@ -360,7 +379,7 @@ def _half_sample_estimates(search, batches, n: int, keys, reps: int, seed: int,
 
 
 def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = ("mle", "twonn"),
-                 k: int | Sequence[int] = 20, k_sweep: Sequence[int] = (),
+                 k: int | Sequence[int] = 20, k_sweep: Sequence[int] = (5, 10, 40),
                  metric: str = "cosine", protocols: Sequence[str] = ("batched", "full"),
                  batch_size: int = 3600, bootstrap: int = 200, seed: int = 0,
                  max_points: int | None = None, device: str | None = None,
@@ -399,7 +418,7 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
         log.info("layer %d: %d points of dimension %d from %s", layer, X.shape[0],
                  X.shape[1], path)
         try:
-            with _knn.torch_threads(threads):
+            with _devices.torch_threads(threads):
                 X = prepare_points(X, metric, device=device, copy=False)  # ours to reuse
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
@@ -428,7 +447,7 @@ def run_id_stage(emb_dir: Path, out_json: Path, *, estimators: Sequence[str] = (
         "estimators": estimators, "k": k, "k_sweep": list(k_sweep), "metric": metric,
         "protocols": protocols, "batch_size": batch_size, "bootstrap": bootstrap,
         "seed": seed, "max_points": max_points,
-        "device": str(_knn.resolve_device(device)), "elapsed_s": time.perf_counter() - t0,
+        "device": str(_devices.resolve_device(device)), "elapsed_s": time.perf_counter() - t0,
     }
     write_json(out_json, result)
     return result
@@ -470,9 +489,9 @@ def _load_layer(path: Path) -> np.ndarray:
 
 
 def _check_method(method: str) -> str:
-    if method not in METHODS:
+    if method not in ESTIMATORS:
         raise ConfigError(f"unknown ID estimator {method!r}; expected one of "
-                          f"{', '.join(METHODS)}")
+                          f"{', '.join(ESTIMATORS)}")
     return method
 
 

@@ -29,13 +29,13 @@ import contextlib
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from idscaling.errors import ConfigError, DataError
+from idscaling.devices import torch_threads
+from idscaling.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -44,50 +44,6 @@ _BIG = 1.0e30  # score of padding rows: below any real score, finite so 0 * _BIG
 _U32 = 2.0**-24  # unit roundoff of fp32
 # working set of one float64 re-measuring chunk: cache-sized on a CPU, large on a GPU
 _EXACT_BYTES = {"cpu": 2 * 2**20, "cuda": 2**30}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None` picks CUDA when there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {device!r} is not a torch device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU")
-    return device
-
-
-@contextlib.contextmanager
-def exact_fp32() -> Iterator[None]:
-    """Turn TF32 off for the duration: a TF32 product is not an fp32 product."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-        torch.set_float32_matmul_precision(saved[2])
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads (None leaves torch's setting alone)."""
-    if threads is None:
-        yield
-        return
-    if int(threads) < 1:
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    saved = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,52 +106,6 @@ def _row_hashes(X: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------
 # exact kNN
-
-
-def knn(X: np.ndarray | torch.Tensor, k: int, *, metric: str = "euclidean",
-        device: str | torch.device | None = None, block_size: int | None = None,
-        margin: int = 4, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours of every row of `X` among the other rows.
-
-    metric: "euclidean", or "cosine" (Euclidean distance between the rows scaled to unit
-    length, the chord ||x/|x| - y/|y|||, which orders neighbours exactly as 1 - cos does).
-    Returns (distances, indices), both (n, k): float64 distances in ascending order and
-    int64 row indices. A row is never its own neighbour; duplicated rows are neighbours
-    at distance 0 (remove them first with `unique_rows` where that matters).
-    Memory is O(n * (dim + k) + block_size^2) on `device` (None: CUDA if present).
-    """
-    dev = resolve_device(device)
-    Xt = _as_points(X, dev)
-    n = Xt.shape[0]
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if n < k + 1:
-        raise DataError(f"{n} points are too few for k={k} neighbours (need at least k+1)")
-    if metric == "cosine":
-        Xt = _unit_rows(Xt)
-    elif metric != "euclidean":
-        raise ConfigError(f"unknown kNN metric {metric!r}; expected 'euclidean' or 'cosine'")
-    with exact_fp32(), torch.no_grad():
-        d2, idx = knn_sq_torch(Xt, int(k), block_size=block_size, margin=margin,
-                               progress=progress)
-    return d2.sqrt_().cpu().numpy(), idx.cpu().numpy()
-
-
-def _as_points(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(X, np.ndarray):
-        X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    if not isinstance(X, torch.Tensor) or X.ndim != 2:
-        raise DataError(f"expected a 2-d array of points, got {type(X).__name__} "
-                        f"of shape {tuple(getattr(X, 'shape', ()))}")
-    return X.to(device=device, dtype=torch.float32).contiguous()
-
-
-def _unit_rows(X: torch.Tensor) -> torch.Tensor:
-    norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
-    if bool((norms == 0).any()):
-        bad = int(torch.nonzero(norms.squeeze(1) == 0)[0])
-        raise DataError(f"row {bad} has zero norm: its cosine distance is undefined")
-    return X / norms
 
 
 def default_block_size(device: torch.device) -> int:

@@ -43,7 +43,8 @@ from scipy.spatial import cKDTree
 from idscaling.errors import ConfigError
 from idscaling.field import make_field, uniform_sphere
 from idscaling.model import GPT, GPTConfig, cross_entropy
-from idscaling.train import TrainSettings, cooldown_after, lr_at, make_optimizer, optimizer_step
+from idscaling.schedule import TrainSettings, cooldown_after, lr_at
+from idscaling.train import make_optimizer, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +363,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
 
     Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
     """
-    from idscaling.io import atomic_path, write_json
+    from idscaling.files import atomic_path, write_json
 
     task = task_from_config(known_d, d, s)
     eval_z, eval_symbols = task.eval_points(known_d["eval_points"])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from idscaling.errors import DataError
-from idscaling.io import read_json, write_text
+from idscaling.files import read_json, write_text
 from idscaling.verdicts import decide
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,8 @@ def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known
         write_text(out_dir / name, table.to_csv(index=False))
     write_text(out_dir / "summary.md", summary_markdown(exponents, flags, runs, margin=known_d["margin"],
                                                         level=known_d["level"]) + id_markdown(ids))
-    plot_ids(ids, fig_dir / "known_d_id.png")
+    plot_ids(id_at_largest_n(ids) if not ids.empty else
+             pd.DataFrame(columns=["d", "calibrated_id", "state", "s"]), fig_dir / "known_d_id.png")
     plot_excess(runs, flags, exponents, fig_dir / "known_d_excess.png")
     plot_exponents(exponents, known_d["margin"], fig_dir / "known_d_exponents.png")
     for r in exponents.itertuples():

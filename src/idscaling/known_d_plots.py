@@ -116,12 +116,10 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
 
 
 @_styled
-def plot_ids(ids: pd.DataFrame, path: Path, k: int = 20) -> Path:
-    from idscaling.known_d_laws import id_at_largest_n
-
+def plot_ids(table: pd.DataFrame, path: Path, k: int = 20) -> Path:
+    """The calibrated ID per arm and state (known_d_laws.id_at_largest_n) against d."""
     fig, axes = _panels(1, width=6.4, height=5.0)
     ax = axes[0]
-    table = id_at_largest_n(ids, k) if not ids.empty else pd.DataFrame(columns=["d", "calibrated_id", "state", "s"])
     if len(table):
         top = float(max(table.d.max(), np.nanmax(table.calibrated_id.to_numpy(dtype=float)))) * 1.1 + 0.5
         grid = np.array([0.0, top])

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,9 +82,6 @@ class PowerLaw:
         x = np.asarray(x, dtype=float)
         return self.offset + self.coef * x ** (-self.exponent)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class JointLaw:
@@ -116,9 +113,6 @@ class JointLaw:
         N = np.asarray(N, dtype=float)
         D = np.asarray(D, dtype=float)
         return self.E + self.A * N ** (-self.alpha) + self.B * D ** (-self.beta)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from idscaling.io import write_text
+from idscaling.files import write_text
 from idscaling.laws import PowerLaw, fit_joint_law, fit_power_law
 from idscaling.predictions import (DEFAULT_MARGIN, DEFAULT_REFERENCE, predict,
                                    predictions_table, reference_id)
@@ -46,7 +46,7 @@ LAW_PARAMETERS = {("data", "offset"): 3, ("data", "pure"): 2, ("model", "offset"
 
 def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir: Path, *,
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
-             reference: dict | None = None, corpora: dict | None = None,
+             reference: dict | None = None, latent_dims: dict | None = None,
              loss_column: str = "best_val_loss", draw: bool = True,
              margin: float = DEFAULT_MARGIN, converged_only: bool = True,
              robustness_csv: Path | None = None) -> dict:
@@ -54,8 +54,8 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
     out_dir/figures/{data_scaling, model_scaling, exponents, id_vs_k, id_vs_layer,
-    training_curves}.png, plus figures/latent_dim.png when `corpora` (the config's
-    mapping) has corpora with a `latent_dim`. `reference` picks the ID that laws.csv and
+    training_curves}.png, plus figures/latent_dim.png when `latent_dims` ({corpus: the
+    latent dimension of a synthetic corpus}) has any. `reference` picks the ID that laws.csv and
     the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
     figures (tables only). `converged_only` fits converged runs only. `robustness_csv`
     (id_robustness.csv) adds figures/id_robustness.png and a line per corpus to the
@@ -66,8 +66,8 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
     losses = read_losses(losses_csv, loss_column)
     ids = read_ids(id_csv)
     histories = (read_histories(histories_csv) if histories_csv is not None else
-                 pd.DataFrame(columns=["corpus", "model", "D", "seed", "step", "tokens",
-                                       "train_loss", "val_loss"]))
+                 pd.DataFrame(columns=["corpus", "model", "tokens", "seed", "step",
+                                       "tokens_seen", "train_loss", "val_loss"]))
     robustness = read_robustness(robustness_csv) if robustness_csv is not None else None
 
     refs = {c: reference_id(ids[ids["corpus"] == c], reference, c)
@@ -85,7 +85,7 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
     write_csv(laws, paths["laws"])
     write_csv(predictions, paths["predictions"])
 
-    figures = _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness,
+    figures = _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothness,
                     out_dir / "figures", robustness) if draw else {}
     write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
                                                   bootstrap=bootstrap, reference=reference,
@@ -96,7 +96,7 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
     return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
 
 
-def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, fig_dir,
+def _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothness, fig_dir,
           robustness=None):
     """Every figure of the stage; {name: path}."""
     from idscaling import plots   # seaborn is slow to import: only when drawing
@@ -114,7 +114,7 @@ def _draw(losses, fits, predictions, ids, refs, histories, corpora, smoothness, 
     if robustness is not None:
         figures["id_robustness"] = plots.plot_id_robustness(
             robustness, refs, fig_dir / "id_robustness.png")
-    latent = _latent_dims(corpora)
+    latent = {str(c): float(d) for c, d in (latent_dims or {}).items()}
     if latent:
         figures["latent_dim"] = plots.plot_latent_dim(
             latent, predictions, smoothness, fig_dir / "latent_dim.png")
@@ -193,7 +193,8 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
                    exponent_D=fit.beta, exponent_D_ci_low=fit.beta_ci_low,
                    exponent_D_ci_high=fit.beta_ci_high, coef_D=fit.B,
                    offset_at_bound=fit.offset_at_bound)
-    notes = [r for r in (fit.reason, row["reason"] if isinstance(row["reason"], str) else "") if r]
+    own = row["reason"] if isinstance(row["reason"], str) else ""
+    notes = [r for r in (fit.reason, "" if own in (fit.reason or "") else own) if r]
     pred = predict(ref["row"], smoothness) if ref and ref["row"] is not None else None
     if pred is None:
         notes.append(ref["note"] if ref else f"no intrinsic dimension for corpus {corpus}")
@@ -209,12 +210,3 @@ def _law_row(corpus, law, fixed, form, fit, ref, smoothness) -> dict:
                                  "predicted_D_ci_high"], data)))
     row["reason"] = "; ".join(notes)
     return row
-
-
-def _latent_dims(corpora: dict | None) -> dict:
-    """{corpus: latent_dim} for synthetic corpora of known dimension."""
-    out = {}
-    for name, spec in (corpora or {}).items():
-        if isinstance(spec, dict) and "latent_dim" in spec:
-            out[str(name)] = float(spec["latent_dim"])
-    return out

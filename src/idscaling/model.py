@@ -14,7 +14,6 @@ exported checkpoint drops them.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from idscaling.errors import ConfigError
-from idscaling.io import atomic_path, write_json
+from idscaling.files import atomic_path, write_json
 
 VOCAB_PAD_MULTIPLE = 64
 
@@ -288,8 +287,3 @@ def export_hf(model: GPT, out_dir: str | Path, *, eot_id: int | None = None) -> 
     with atomic_path(out_dir / "model.safetensors") as tmp:
         save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
     write_json(out_dir / "config.json", hf_config(model.config, eot_id=eot_id))
-
-
-def load_hf_config(path: str | Path) -> GPTConfig:
-    """The `GPTConfig` recorded in a `config.json` written by `export_hf`."""
-    return GPTConfig(**json.loads(Path(path).read_text())["idscaling"]["gpt_config"])

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from idscaling.predictions import reference_rows, triple
 from idscaling.tables import natural_order
-from idscaling.io import atomic_path
+from idscaling.files import atomic_path
 
 LOSS_LABEL = "validation loss (nats/token)"
 D_LABEL = "training tokens D (unique)"
@@ -422,7 +422,7 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
     title = "Training curves"
     if histories.empty:
         return _message_figure(path, title, "no history.csv files were given")
-    h = histories[histories["tokens"] > 0]          # a log axis cannot show step 0
+    h = histories[histories["tokens_seen"] > 0]          # a log axis cannot show step 0
     sizes = model_sizes or {}
     corpora = natural_order(histories["corpus"].unique())
     models = sorted(histories["model"].unique(), key=lambda m: (sizes.get(m, math.inf), m))
@@ -440,14 +440,14 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
             if runs.empty:
                 _legend(ax, ["no history for this model"])
                 continue
-            data_sizes = sorted(runs["D"].unique())
+            data_sizes = sorted(runs["tokens"].unique())
             colors = dict(zip(data_sizes, sns.color_palette("viridis", len(data_sizes))))
             several_seeds = runs["seed"].nunique() > 1
-            for (D, seed), g in runs.groupby(["D", "seed"], sort=True):
-                g = g.sort_values("tokens")
-                ax.plot(g["tokens"], g["train_loss"], color=colors[D], lw=0.8, alpha=0.35)
+            for (D, seed), g in runs.groupby(["tokens", "seed"], sort=True):
+                g = g.sort_values("tokens_seen")
+                ax.plot(g["tokens_seen"], g["train_loss"], color=colors[D], lw=0.8, alpha=0.35)
                 val = pd.to_numeric(g["val_loss"], errors="coerce")
-                ax.plot(g["tokens"][val.notna()], val[val.notna()], color=colors[D], marker="o",
+                ax.plot(g["tokens_seen"][val.notna()], val[val.notna()], color=colors[D], marker="o",
                         ms=3, lw=1.4,
                         label=f"D={compact(D)}" + (f", seed {seed}" if several_seeds else ""))
             _log_axis(ax, "x")

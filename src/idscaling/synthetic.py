@@ -76,7 +76,7 @@ Why the dimension is d
    current symbol. They may carry more, such as the position or how wide the posterior
    still is, so what we claim and measure is that the ID of the embeddings rises with
    d. We do not claim it equals d. `configs/synthetic.yaml` measures it on trained
-   models (the README's results), `bench/synthetic_check.py` on one model, quickly.
+   models.
 
 The argument holds under three conditions. (a) There are enough symbols per document
 to pin down z: doc_tokens * tau^2 * (1 - eps) >> d. (b) The vocabulary can resolve d

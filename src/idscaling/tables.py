@@ -18,7 +18,7 @@ import pandas as pd
 
 from idscaling import layout
 from idscaling.errors import DataError
-from idscaling.io import atomic_path, read_json
+from idscaling.files import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ PREDICTION_COLUMNS = [
 
 LOSS_REQUIRED = ["corpus", "model", "params_nonembed", "tokens", "converged"]
 ID_REQUIRED = ["corpus", "estimator", "k", "layer", "id"]
+HISTORY_REQUIRED = ["step", "tokens_seen", "train_loss", "val_loss"]  # of one history.csv
 
 ROBUSTNESS_REQUIRED = ["corpus", "axis", "run", "params_nonembed", "step", "position_lo",
                        "position_hi", "n_points", "id", "ci_low", "ci_high"]
@@ -95,17 +96,17 @@ def collect_losses(metrics_paths: list[Path], out_csv: Path) -> pd.DataFrame:
 
 
 def collect_histories(history_paths: list[Path], out_csv: Path) -> pd.DataFrame:
-    """results/histories.csv: every run's history.csv, with the run's corpus, model, D and
-    seed in front (`tokens` stays the tokens seen at that step)."""
+    """results/histories.csv: every run's history.csv, with the run's corpus, model, D
+    (`tokens`) and seed in front."""
     frames = []
     for path in history_paths:
         where = layout.parse(path, "run")
-        table = _read_csv(path, "training history", ["step", "tokens", "train_loss", "val_loss"])
+        table = _read_csv(path, "training history", HISTORY_REQUIRED)
         frames.append(table.assign(corpus=where["corpus"], model=where["model"],
-                                   D=where["tokens"], seed=where["seed"]))
-    columns = ["corpus", "model", "D", "seed"]
+                                   tokens=where["tokens"], seed=where["seed"]))
+    columns = ["corpus", "model", "tokens", "seed"]
     table = (pd.concat(frames, ignore_index=True) if frames
-             else pd.DataFrame(columns=columns + ["step", "tokens", "train_loss", "val_loss"]))
+             else pd.DataFrame(columns=columns + HISTORY_REQUIRED))
     table = table[columns + [c for c in table.columns if c not in columns]]
     write_csv(table, out_csv)
     return table
@@ -233,8 +234,8 @@ def read_ids(path: Path) -> pd.DataFrame:
 
 def read_histories(path: Path) -> pd.DataFrame:
     """histories.csv (collect_histories)."""
-    return _read_csv(path, "training histories", ["corpus", "model", "D", "seed", "step",
-                                                  "tokens", "train_loss", "val_loss"])
+    return _read_csv(path, "training histories",
+                     ["corpus", "model", "tokens", "seed"] + HISTORY_REQUIRED)
 
 
 def read_robustness(path: Path) -> pd.DataFrame:

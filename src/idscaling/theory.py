@@ -16,7 +16,7 @@ fall as d̂ grows, so the ID's upper end gives the exponents' lower ends.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from idscaling.errors import ConfigError, DataError
 
@@ -36,9 +36,6 @@ class Prediction:
     alpha_N_s2: float  # 2s/d at s = 2, i.e. Sharma & Kaplan's 4/d
     alpha_N_s2_ci_low: float
     alpha_N_s2_ci_high: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _data_exponent(d: float, s: float) -> float:

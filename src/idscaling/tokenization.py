@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .corpus import DocumentHasher, read_documents
-from .errors import ConfigError, DataError
-from .io import atomic_path, read_json, write_json
+from idscaling.config import data_size_problem
+from idscaling.corpus import DocumentHasher, read_documents
+from idscaling.errors import ConfigError, DataError
+from idscaling.files import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -292,34 +293,72 @@ def _join_with_eot(ids: list[list[int]], eot_id: int, dtype: np.dtype) -> np.nda
     return np.concatenate([np.array(x + [eot_id], dtype=dtype) for x in ids])
 
 
+# ---------------------------------------------------------------------------------------
+# reading the .bin files back
+
+
+def read_tokens_meta(path: Path) -> dict:
+    """Load and check tokens/meta.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"token metadata {path} does not exist")
+    meta = read_json(path)
+    for key in ("vocab_size", "eot_id", "dtype", "train_tokens", "val_tokens"):
+        if key not in meta:
+            raise DataError(f"token metadata {path} lacks the key {key!r}")
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise DataError(f"token metadata {path}: dtype must be uint16 or uint32, got {meta['dtype']!r}")
+    if not isinstance(meta["vocab_size"], int) or meta["vocab_size"] < 1:
+        raise DataError(f"token metadata {path}: vocab_size must be a positive integer")
+    return meta
+
+
+def open_tokens(path: Path, dtype: str, expected: int, vocab_size: int, check_upto: int) -> np.memmap:
+    """Memory-map a flat token file and check its length and the ids it holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"token file {path} does not exist")
+    itemsize = np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if size != expected * itemsize:
+        raise DataError(
+            f"token file {path} has {size} bytes; meta.json says {expected} {dtype} ids "
+            f"({expected * itemsize} bytes)"
+        )
+    data = np.memmap(path, dtype=dtype, mode="r")
+    # an id outside the vocabulary would crash an embedding lookup (a device assert on GPU)
+    chunk = 1 << 24
+    for i in range(0, check_upto, chunk):
+        top = int(data[i : min(i + chunk, check_upto)].max())
+        if top >= vocab_size:
+            raise DataError(f"token file {path} holds id {top}, outside the vocabulary of {vocab_size}")
+    return data
+
+
 def check_subset(meta_json: Path, tokens: int, out_json: Path, *, corpus: str = "",
-                 context: int = 0) -> dict:
+                 context: int = 0, train_bin: Path | None = None) -> dict:
     """Check that a data size D fits the corpus before training; write its summary.
 
     Raises ``DataError`` when ``tokens`` exceeds the train tokens, when it is not more
     than ``context`` (not one training window), or when the validation split is not
     more than ``context`` tokens. Else writes ``out_json`` with tokens, train_tokens,
-    fraction and docs: the whole documents in the first ``tokens`` ids of train.bin
-    (exact when train.bin sits beside meta.json, else estimated from the mean length).
+    fraction and docs: the whole documents in the first ``tokens`` ids of ``train_bin``
+    (exact when it is given, else estimated from the mean document length).
     """
-    meta = read_json(meta_json)
+    meta = read_tokens_meta(meta_json)
     name = corpus or "?"
     train_tokens, val_tokens = int(meta["train_tokens"]), int(meta["val_tokens"])
     if not isinstance(tokens, (int, np.integer)) or tokens < 1:
         raise ConfigError(f"data_tokens: must be positive integers, got {tokens!r}")
-    if tokens > train_tokens:
-        raise DataError(f"corpus {name} has {train_tokens:,} train tokens; data_tokens asks "
-                        f"for {tokens:,}")
-    if tokens <= context:
-        raise DataError(f"corpus {name}: data_tokens {tokens:,} is not more than "
-                        f"train.context {context:,}: not one training window")
+    problem = data_size_problem(int(tokens), context, train_tokens, name)
+    if problem:
+        raise DataError(problem)
     if val_tokens <= context:
         raise DataError(f"corpus {name} has {val_tokens:,} val tokens, not more than "
                         f"train.context {context:,}; raise split.val_fraction")
 
-    bin_path = Path(meta_json).parent / "train.bin"
-    if bin_path.exists():
-        docs, exact = _count_eot(bin_path, np.dtype(meta["dtype"]), int(meta["eot_id"]),
+    if train_bin is not None:
+        docs, exact = _count_eot(Path(train_bin), np.dtype(meta["dtype"]), int(meta["eot_id"]),
                                  tokens), True
     else:
         docs, exact = int(tokens * int(meta["train_docs"]) / train_tokens), False

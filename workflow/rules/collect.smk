@@ -13,7 +13,7 @@ rule collect_losses:
     benchmark:
         "benchmarks/collect_losses.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling collect-losses --out {output:q} {input:q}"
         + TO_LOG
@@ -29,7 +29,7 @@ rule collect_histories:
     benchmark:
         "benchmarks/collect_histories.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling collect-histories --out {output:q} {input:q}"
         + TO_LOG
@@ -49,7 +49,7 @@ rule collect_ids:
     benchmark:
         "benchmarks/collect_ids.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling collect-ids --out {output:q} {input:q}"
         + TO_LOG

@@ -145,6 +145,12 @@ TRAIN_ENGINE = as_json(
 )
 
 
+# What embed_corpus takes; model, run and fill_from_train choose the rule's inputs instead.
+EMBED_OPTIONS = as_json(
+    {k: v for k, v in config["embedding"].items() if k not in ("model", "run", "fill_from_train")}
+)
+
+
 def embedder_name():
     model = config["embedding"]["model"]
     if model == "trained":

@@ -14,7 +14,7 @@ rule corpus:
         "benchmarks/{corpus}/corpus.tsv"
     threads: 1
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling corpus --name {wildcards.corpus} --spec {params.spec:q}"
         " --out-docs {output.docs:q} --out-meta {output.meta:q}"

@@ -9,7 +9,7 @@ rule embed:
         fill=lambda w, input: (
             f"--train-docs {input.train} --seen {input.seen}" if "train" in input.keys() else ""
         ),
-        embedding=as_json({k: v for k, v in config["embedding"].items() if k != "model"}),
+        embedding=EMBED_OPTIONS,
         context=config["train"]["context"],
     log:
         "logs/{corpus}/embed/{embedder}.log",
@@ -19,7 +19,7 @@ rule embed:
     resources:
         gpu=config["compute"]["embed_gpus"],
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling embed --model {params.model:q} --val-docs {input.val:q}"
         " --tokenizer {params.tokenizer:q} --out-dir {output:q} {params.fill}"

@@ -10,7 +10,7 @@ rule id_robustness:
         fill=lambda w, input: (
             f"--train-docs {input.train} --seen {input.seen}" if "train" in input.keys() else ""
         ),
-        embedding=as_json({k: v for k, v in config["embedding"].items() if k != "model"}),
+        embedding=EMBED_OPTIONS,
         id_options=as_json(
             {**config["intrinsic_dim"], "estimator": config["theory"]["estimator"],
              "protocol": config["theory"]["protocol"]}
@@ -25,7 +25,7 @@ rule id_robustness:
     resources:
         gpu=config["compute"]["embed_gpus"],
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling id-robustness --emb-dir {input.emb_dir:q} --out {output:q}"
         " --snapshots {input.snapshots:q} --val-docs {input.val:q}"
@@ -50,7 +50,7 @@ rule collect_robustness:
     benchmark:
         "benchmarks/collect_robustness.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling collect-robustness --out {output:q} {input:q}"
         + TO_LOG

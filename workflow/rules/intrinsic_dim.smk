@@ -11,7 +11,7 @@ rule intrinsic_dim:
         "benchmarks/{corpus}/intrinsic_dim/{embedder}.tsv"
     threads: config["compute"]["threads"]
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling intrinsic-dim --emb-dir {input:q} --out {output:q}"
         " --options {params.options:q} --threads {threads}"

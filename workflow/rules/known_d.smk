@@ -19,7 +19,7 @@ rule known_d_run:
         "benchmarks/known_d/{arm}/n{docs}_s{seed}_{estimator}.tsv"
     threads: (config.get("known_d") or {}).get("threads", 1)
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling known-d-run --d {params.d} --s {params.s} --docs {wildcards.docs}"
         " --seed {wildcards.seed} --estimator {wildcards.estimator}"
@@ -46,7 +46,7 @@ rule known_d_laws:
     benchmark:
         "benchmarks/known_d/laws.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling known-d-laws --out-dir results/known_d --fig-dir results/figures"
         " --options {params.options:q} {input:q}"

@@ -12,7 +12,7 @@ rule split:
     benchmark:
         "benchmarks/{corpus}/split.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling split --corpus {wildcards.corpus} --docs {input.docs:q}"
         " --train {output.train:q} --val {output.val:q}"

@@ -18,7 +18,7 @@ rule shared_tokenizer:
         "benchmarks/shared_tokenizer.tsv"
     threads: config["compute"]["threads"]
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling shared-tokenizer {params.corpora} --out-dir {params.out_dir:q}"
         " --tokenizer {params.tokenizer:q} --threads {threads}"
@@ -45,7 +45,7 @@ rule tokenize:
         "benchmarks/{corpus}/tokenize.tsv"
     threads: config["compute"]["threads"]
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling tokenize --corpus {wildcards.corpus} --train-docs {input.train:q}"
         " --val-docs {input.val:q} --out-dir {params.out_dir:q}"
@@ -70,10 +70,10 @@ rule subset:
         "benchmarks/{corpus}/subset/D{tokens}.tsv"
     priority: 100
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling subset --corpus {wildcards.corpus} --meta {input.meta:q}"
-        " --tokens {wildcards.tokens} --context {params.context}"
+        " --train-bin {input.train:q} --tokens {wildcards.tokens} --context {params.context}"
         " --out {output:q}"
         + TO_LOG
 
@@ -91,7 +91,7 @@ rule data_grid:
     benchmark:
         "benchmarks/data_grid.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/idscaling.yaml"
     shell:
         "idscaling collect-subsets --out {output:q} {input:q}"
         + TO_LOG

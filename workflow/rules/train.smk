@@ -6,11 +6,11 @@ rule train:
         subset="results/{corpus}/tokens/subsets/D{tokens}.json",
         grid=ancient(DATA_GRID),
     output:
-        metrics=RUN_DIR + "/metrics.json",
-        history=RUN_DIR + "/history.csv",
-        weights=RUN_DIR + "/model.safetensors",
-        model_config=RUN_DIR + "/config.json",
-        snapshots=directory(RUN_DIR + "/snapshots"),
+        metrics=os.path.join(RUN_DIR, "metrics.json"),
+        history=os.path.join(RUN_DIR, "history.csv"),
+        weights=os.path.join(RUN_DIR, "model.safetensors"),
+        model_config=os.path.join(RUN_DIR, "config.json"),
+        snapshots=directory(os.path.join(RUN_DIR, "snapshots")),
     params:
         model=lambda w: as_json(config["models"][w.model]),
         train=TRAIN_RESULT,
@@ -23,7 +23,7 @@ rule train:
     resources:
         gpu=config["compute"]["train_gpus"],
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/idscaling.yaml"
     # Resumable state lives in {run_dir}/ckpt/, which is not an output, so Snakemake
     # does not delete it before a re-run and the run resumes. With more than one GPU the
     # CLI takes free devices and relaunches itself under torchrun (DDP).
