@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from idscaling import corpus as corpus_mod
+from idscaling import sources
 from idscaling.corpus import DocumentHasher, build_corpus, split_corpus, write_documents
 from idscaling.errors import ConfigError, DataError
 
@@ -57,7 +58,7 @@ def test_glob_and_separator_and_trailing_separator(tmp_path):
 
 
 def test_separator_across_read_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus_mod, "_READ_CHARS", 7)
+    monkeypatch.setattr(sources, "_READ_CHARS", 7)
     docs = [f"document number {i}" for i in range(20)]
     (tmp_path / "big.txt").write_text("<SEP>".join(docs))
     texts, _, _ = build(tmp_path, {"source": "local", "path": str(tmp_path / "big.txt"),

@@ -33,7 +33,7 @@ def check_local_sources():
     Corpora already built are not checked: their source may be gone on purpose."""
     for name, spec in config["corpora"].items():
         if spec["source"] == "local" and not os.path.exists(CORPUS_DOCS.format(corpus=name)):
-            from idscaling.corpus import local_files  # pyarrow: only when there is work
+            from idscaling.sources import local_files  # pyarrow: only when there is work
 
             try:
                 local_files(name, spec)
