@@ -53,10 +53,12 @@ def run_robustness(emb_dir: Path, out_json: Path, *, runs: Sequence[tuple[str, P
     emb_dir: the reference embedding (embed stage), with positions.npy; its last layer is
     the one the reference ID uses. runs: (model name, run directory) pairs for the model
     axis, each directory with model.safetensors, config.json and metrics.json.
-    snapshots: the reference run's snapshots folder, inside its run directory (steps.json; None or no steps: no step rows, and a note). val_docs,
-    tokenizer, embedding: what the embed stage was given (embed_corpus's keyword
-    arguments, fill_docs/fill_skip included, layer and out_dir excepted), so every model
-    sees the same documents and positions.
+    snapshots: the reference run's snapshots folder, inside its run directory, with
+    steps.json (None, or no steps: no step rows, and a note). val_docs, tokenizer,
+    embedding: what the embed stage was given (embed_corpus's keyword arguments,
+    fill_docs/fill_skip included, layer and out_dir excepted), so every model sees the
+    same documents and positions. The embeddings of each model live in a temporary folder
+    beside out_json only while their ID is measured.
     """
     t0 = time.perf_counter()
     emb_dir, out_json = Path(emb_dir), Path(out_json)
@@ -81,7 +83,8 @@ def run_robustness(emb_dir: Path, out_json: Path, *, runs: Sequence[tuple[str, P
         ref_dir = Path(snapshots).parent
         ref_name = next((name for name, path in runs if Path(path) == ref_dir), ref_dir.name)
         todo += [("step", ref_name, Path(snapshots) / f"step{s}", s) for s in steps]
-    with tempfile.TemporaryDirectory(prefix="id_robustness.") as tmp:
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".id_robustness.", dir=out_json.parent) as tmp:
         for i, (axis, name, model_dir, step) in enumerate(todo):
             log.info("[%d/%d] %s axis: %s%s", i + 1, len(todo), axis, name,
                      "" if step is None else f" at step {step}")

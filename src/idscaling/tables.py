@@ -114,11 +114,7 @@ def collect_histories(history_paths: list[Path], out_csv: Path) -> pd.DataFrame:
 
 def collect_ids(id_paths: list[Path], out_csv: Path) -> pd.DataFrame:
     """results/intrinsic_dim.csv: every ID row of every corpus and embedder."""
-    rows = []
-    for path in id_paths:
-        where = layout.parse(path, "id")
-        rows += [{**where, **row} for row in read_json(path)["rows"]]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(_json_rows(id_paths, "id"))
     extra = [c for c in table.columns if c not in ID_COLUMNS]
     table = table.reindex(columns=ID_COLUMNS + extra)
     write_csv(table, out_csv)
@@ -127,13 +123,18 @@ def collect_ids(id_paths: list[Path], out_csv: Path) -> pd.DataFrame:
 
 def collect_robustness(paths: list[Path], out_csv: Path) -> pd.DataFrame:
     """results/id_robustness.csv: the ID against model, step and position, every corpus."""
-    rows = []
-    for path in paths:
-        where = layout.parse(path, "robustness")
-        rows += [{**where, **row} for row in read_json(path)["rows"]]
-    table = pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
+    table = pd.DataFrame(_json_rows(paths, "robustness"), columns=ROBUSTNESS_COLUMNS)
     write_csv(table, out_csv)
     return table
+
+
+def _json_rows(paths: list[Path], kind: str) -> list[dict]:
+    """The "rows" of per-job JSON files, each with the fields its path encodes in front."""
+    rows = []
+    for path in paths:
+        where = layout.parse(path, kind)
+        rows += [{**where, **row} for row in read_json(path)["rows"]]
+    return rows
 
 
 def collect_subsets(paths: list[Path], out_csv: Path) -> pd.DataFrame:
