@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from idscaling.plots import _legend, _log_axis, _panels, _save, _styled
+from idscaling.figures import legend, log_axis, panels, save, styled
 
 COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("deep")[2],
           "reference": sns.color_palette("deep")[3]}
@@ -26,10 +26,10 @@ def _fit_line(ax, sizes, row, y_at, color, style):
     ax.plot(n, y_at * (n / anchor) ** -row.exponent, style, color=color, lw=1.2)
 
 
-@_styled
+@styled
 def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame, path: Path) -> Path:
     arms = list(dict.fromkeys(runs.arm))
-    fig, axes = _panels(len(arms))
+    fig, axes = panels(len(arms))
     for ax, arm in zip(axes, arms):
         sel = runs[runs.arm == arm]
         f = flags[flags.arm == arm].sort_values("docs")
@@ -69,18 +69,18 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
             notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
                                        f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
                          + f", {r.verdict}")
-        _log_axis(ax, "x")
+        log_axis(ax, "x")
         ax.set_yscale("log")
         ax.set(xlabel="training documents n", ylabel="excess E KL(p‖q) (nats/symbol)",
                title=f"{arm}: d = {d}, s = {s:g}")
-        _legend(ax, notes)
+        legend(ax, notes)
     fig.suptitle("Known dimension: exact excess loss against data size (no fitted floor)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
+@styled
 def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
-    fig, axes = _panels(1, width=6.4, height=5.2)
+    fig, axes = panels(1, width=6.4, height=5.2)
     ax = axes[0]
     lo = min(0.0, np.nanmin(exponents.predicted) - 0.1)
     hi = max(1.0, np.nanmax(exponents[["predicted", "ci_high"]].to_numpy()) + 0.05)
@@ -108,17 +108,17 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
                 for e in ("reference", "network")]
     handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
                 for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
-    _legend(ax, handles=handles)
+    legend(ax, handles=handles)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted data exponent 2s/(2s+d) (d, s known)",
            ylabel="observed exponent of the excess (95% CI)",
            title="Known dimension: observed against predicted, with verdicts")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
+@styled
 def plot_ids(table: pd.DataFrame, path: Path, k: int = 20) -> Path:
     """The calibrated ID per arm and state (known_d_laws.id_at_largest_n) against d."""
-    fig, axes = _panels(1, width=6.4, height=5.0)
+    fig, axes = panels(1, width=6.4, height=5.0)
     ax = axes[0]
     if len(table):
         top = float(max(table.d.max(), np.nanmax(table.calibrated_id.to_numpy(dtype=float)))) * 1.1 + 0.5
@@ -132,5 +132,5 @@ def plot_ids(table: pd.DataFrame, path: Path, k: int = 20) -> Path:
         ax.set(xlim=(0, top), ylim=(0, top))
     ax.set(xlabel="latent dimension d (known)", ylabel=f"calibrated MLE ID (k = {k})",
            title="Known dimension: what the network's states measure")
-    _legend(ax)
-    return _save(fig, path)
+    legend(ax)
+    return save(fig, path)

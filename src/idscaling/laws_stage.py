@@ -99,20 +99,20 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
 def _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothness, fig_dir,
           robustness=None):
     """Every figure of the stage; {name: path}."""
-    from idscaling import plots   # seaborn is slow to import: only when drawing
+    from idscaling import id_plots, plots   # seaborn is slow to import: only when drawing
 
     figures = {
         "data_scaling": plots.plot_data_scaling(losses, fits, fig_dir / "data_scaling.png"),
         "model_scaling": plots.plot_model_scaling(losses, fits, fig_dir / "model_scaling.png"),
         "exponents": plots.plot_exponents(predictions, fig_dir / "exponents.png"),
-        "id_vs_k": plots.plot_id_vs_k(ids, refs, fig_dir / "id_vs_k.png"),
-        "id_vs_layer": plots.plot_id_vs_layer(ids, refs, fig_dir / "id_vs_layer.png"),
+        "id_vs_k": id_plots.plot_id_vs_k(ids, refs, fig_dir / "id_vs_k.png"),
+        "id_vs_layer": id_plots.plot_id_vs_layer(ids, refs, fig_dir / "id_vs_layer.png"),
         "training_curves": plots.plot_training_curves(
             histories, fig_dir / "training_curves.png",
             model_sizes=losses.groupby("model")["params_nonembed"].first().to_dict()),
     }
     if robustness is not None:
-        figures["id_robustness"] = plots.plot_id_robustness(
+        figures["id_robustness"] = id_plots.plot_id_robustness(
             robustness, refs, fig_dir / "id_robustness.png")
     latent = {str(c): float(d) for c, d in (latent_dims or {}).items()}
     if latent:
