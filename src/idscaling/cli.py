@@ -54,15 +54,9 @@ def cmd_tokenize(args) -> None:
 
 
 def cmd_shared_tokenizer(args) -> None:
-    from idscaling.errors import ConfigError
     from idscaling.tokenization import train_shared_tokenizer
 
-    docs = {}
-    for item in args.corpus:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise ConfigError(f"shared-tokenizer: --corpus {item!r} is not NAME=TRAIN_PARQUET")
-        docs[name] = Path(path)
+    docs = dict(_named_paths(args.corpus, "shared-tokenizer: --corpus", "NAME=TRAIN_PARQUET"))
     train_shared_tokenizer(docs, args.out_dir, threads=args.threads,
                            **_picked(args.tokenizer, "vocab_size", "min_frequency"))
 
@@ -123,20 +117,39 @@ def _relaunch_under_torchrun(gpus: int) -> None:
 
 def cmd_embed(args) -> None:
     from idscaling.embed import embed_corpus
+
+    fill = _fill_from_train(args, "embed")
+    _with_gpus(args.gpus, "embedding", lambda devices: embed_corpus(
+        args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
+        context=args.context, threads=args.threads, **fill, **args.options))
+
+
+def _fill_from_train(args, stage: str) -> dict:
+    """embed_corpus's fill_docs/fill_skip from --train-docs and --seen: the train documents
+    past those the largest D holds (documents [0, docs) lie whole in its first D tokens,
+    document `docs` partly)."""
     from idscaling.errors import ConfigError
     from idscaling.files import read_json
 
-    opts = dict(args.options)
-    fill = {}
-    if args.train_docs is not None:
-        if args.seen is None:
-            raise ConfigError("embed: --train-docs needs --seen, the subset summary of the "
-                              "largest D, to skip the documents a run trained on")
-        # documents [0, docs) lie whole in the first D tokens, document `docs` partly
-        fill = {"fill_docs": args.train_docs, "fill_skip": int(read_json(args.seen)["docs"]) + 1}
-    _with_gpus(args.gpus, "embedding", lambda devices: embed_corpus(
-        args.model, args.val_docs, args.out_dir, tokenizer=args.tokenizer,
-        context=args.context, threads=args.threads, **fill, **opts))
+    if args.train_docs is None:
+        return {}
+    if args.seen is None:
+        raise ConfigError(f"{stage}: --train-docs needs --seen, the subset summary of the "
+                          "largest D, to skip the documents a run trained on")
+    return {"fill_docs": args.train_docs, "fill_skip": int(read_json(args.seen)["docs"]) + 1}
+
+
+def _named_paths(items: list[str], flag: str, what: str) -> list[tuple[str, Path]]:
+    """NAME=PATH arguments as (name, path) pairs."""
+    from idscaling.errors import ConfigError
+
+    pairs = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{flag} {item!r} is not {what}")
+        pairs.append((name, Path(path)))
+    return pairs
 
 
 def cmd_intrinsic_dim(args) -> None:
@@ -146,23 +159,12 @@ def cmd_intrinsic_dim(args) -> None:
 
 
 def cmd_id_robustness(args) -> None:
-    from idscaling.errors import ConfigError
     from idscaling.id_robustness import run_robustness
-    from idscaling.files import read_json
 
     embedding = {k: v for k, v in args.embedding.items() if k != "layer"}
-    if args.train_docs is not None:
-        if args.seen is None:
-            raise ConfigError("id-robustness: --train-docs needs --seen")
-        embedding |= {"fill_docs": args.train_docs,
-                      "fill_skip": int(read_json(args.seen)["docs"]) + 1}
+    embedding |= _fill_from_train(args, "id-robustness")
     ident = args.id_options
-    runs = []
-    for item in args.run:
-        model, sep, path = item.partition("=")
-        if not sep:
-            raise ConfigError(f"id-robustness: --run {item!r} is not MODEL=RUN_DIR")
-        runs.append((model, Path(path)))
+    runs = _named_paths(args.run, "id-robustness: --run", "MODEL=RUN_DIR")
     opts = {k: v for k, v in args.options.items() if k != "enabled"}
     _with_gpus(args.gpus, "the ID's robustness checks", lambda devices: run_robustness(
         args.emb_dir, args.out, runs=runs, snapshots=args.snapshots, val_docs=args.val_docs,

@@ -105,7 +105,7 @@ def _robustness_lines(rob: pd.DataFrame) -> list[str]:
         if sel.empty:
             return None
         lo, hi = sel.loc[sel["id"].idxmin()], sel.loc[sel["id"].idxmax()]
-        return f"{sel['id'].min():.2f} ({label(lo)}) to {sel['id'].max():.2f} ({label(hi)})"
+        return f"{lo['id']:.2f} ({label(lo)}) to {hi['id']:.2f} ({label(hi)})"
 
     lines = []
     models = spread(rob[rob["axis"] == "model"], lambda r: r["run"])

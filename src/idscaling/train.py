@@ -211,10 +211,10 @@ def _prepare(train_bin, val_bin, meta, run_dir, ckpt_dir, model_cfg, tokens, see
     train_data = open_tokens(train_bin, dtype, meta["train_tokens"], meta["vocab_size"], tokens)
     val_data = open_tokens(val_bin, dtype, meta["val_tokens"], meta["vocab_size"], meta["val_tokens"])
     val_starts = val_window_starts(len(val_data), s.context, s.eval_tokens, s.val_seed)
-    log_val = f"{len(val_starts)} fixed windows of {s.context} tokens from {val_bin}"
     run = _Run(s, model_cfg, tokens, seed, meta, run_dir, ckpt_dir, dist, dev, device_name,
                precision, train_data, val_data, val_starts, rank_batch, micro, snapshots)
-    run.log("validation: %s (val_seed %d)", log_val, s.val_seed)
+    run.log("validation: %d fixed windows of %d tokens from %s (val_seed %d)",
+            len(val_starts), s.context, val_bin, s.val_seed)
     return run
 
 

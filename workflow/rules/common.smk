@@ -102,10 +102,13 @@ def data_tokens(corpus):
     return sorted(config["corpora"][corpus].get("data_tokens") or config["data_tokens"])
 
 
+def corpus_runs(corpus):
+    """(model, tokens, seed) of every run of a corpus."""
+    return [(m, d, s) for m in MODELS for d in data_tokens(corpus) for s in SEEDS]
+
+
 def all_runs():
-    return [
-        (c, m, d, s) for c in CORPORA for m in MODELS for d in data_tokens(c) for s in SEEDS
-    ]
+    return [(c, *run) for c in CORPORA for run in corpus_runs(c)]
 
 
 def nonembedding_params(shape):
@@ -200,7 +203,7 @@ def id_files():
 
 def robustness_inputs(wildcards):
     corpus = wildcards.corpus
-    runs = [run_dir(corpus, m, d, s) for m in MODELS for d in data_tokens(corpus) for s in SEEDS]
+    runs = [run_dir(corpus, *run) for run in corpus_runs(corpus)]
     ref = run_dir(corpus, *reference_run(corpus))
     inputs = {"emb_dir": f"results/{corpus}/embeddings/{embedder_name()}", "snapshots": f"{ref}/snapshots",
               "weights": [f"{r}/model.safetensors" for r in runs],
@@ -211,8 +214,7 @@ def robustness_inputs(wildcards):
 def robustness_runs(wildcards):
     """--run MODEL=DIR for every run of the corpus."""
     corpus = wildcards.corpus
-    return " ".join(f"--run {m}={run_dir(corpus, m, d, s)}" for m in MODELS
-                    for d in data_tokens(corpus) for s in SEEDS)
+    return " ".join(f"--run {run[0]}={run_dir(corpus, *run)}" for run in corpus_runs(corpus))
 
 
 def robustness_files():
