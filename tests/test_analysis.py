@@ -79,13 +79,12 @@ def _is_png(path: Path) -> bool:
 def test_run_laws_writes_every_output_and_recovers_the_law(tmp_path):
     losses, ids, histories = make_inputs(tmp_path / "in")
     out = tmp_path / "results"
-    # "code" is taken for a synthetic corpus of known dimension: the latent_dim figure
-    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1, latent_dims={"code": 4},
+    result = run_laws(losses, ids, histories, out, bootstrap=40, seed=1,
                       reference={"estimator": "mle", "k": 20, "protocol": "batched",
                                  "layer": "last"})
-    for name in FIGURES + ["latent_dim"]:
+    for name in FIGURES:
         assert _is_png(out / "figures" / f"{name}.png"), name
-    assert set(result["figures"]) == set(FIGURES) | {"latent_dim"}
+    assert set(result["figures"]) == set(FIGURES)
     assert not list(out.rglob("*.tmp"))
 
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
@@ -148,7 +147,6 @@ def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
     run_laws(losses, ids, histories, out, bootstrap=20)
     for name in FIGURES:
         assert _is_png(out / "figures" / f"{name}.png"), name
-    assert not (out / "figures" / "latent_dim.png").exists()   # no corpus of known d
     laws = pd.read_csv(out / "laws.csv", keep_default_na=False, na_values=[""])
     assert (laws["status"] == "no_fit").all()
     assert laws["exponent"].isna().all()
@@ -160,12 +158,11 @@ def test_thin_data_still_gives_every_figure_and_says_why(tmp_path):
 
 
 def test_no_ids_and_no_histories_still_give_every_figure(tmp_path):
-    losses, ids, _ = make_inputs(tmp_path / "in", corpora=("synth-d4",), ids_for=(),
+    losses, ids, _ = make_inputs(tmp_path / "in", corpora=("solo",), ids_for=(),
                                  data=DATA[:3])
     out = tmp_path / "results"
-    run_laws(losses, ids, None, out, bootstrap=0,
-             latent_dims={"synth-d4": 4})
-    for name in FIGURES + ["latent_dim"]:
+    run_laws(losses, ids, None, out, bootstrap=0)
+    for name in FIGURES:
         assert _is_png(out / "figures" / f"{name}.png"), name
     assert pd.read_csv(out / "predictions.csv").empty
     assert "Verdict: none" in (out / "summary.md").read_text()

@@ -1,12 +1,10 @@
-"""Built-in corpora: which stdlib files, in which order, docstring prose, synthetic dispatch."""
+"""Built-in corpora: which stdlib files, in which order, docstring prose, and what they reject."""
 
 import sys
-import types
 
 import pyarrow.parquet as pq
 import pytest
 
-import idscaling
 from idscaling import builtin
 from idscaling.corpus import build_corpus
 from idscaling.errors import ConfigError, DataError
@@ -112,35 +110,3 @@ def test_unknown_builtin_and_unknown_key(tmp_path):
         build_corpus("x", {"source": "builtin", "name": "python-stdlib", "docstrings": "all"},
                      *args, cache_dir=tmp_path)
     assert not (tmp_path / "d.parquet").exists()
-
-
-@pytest.fixture
-def fake_synthetic(monkeypatch):
-    calls = []
-
-    def generate_documents(latent_dim, n_docs, *, seed=0, **options):
-        calls.append({"latent_dim": latent_dim, "n_docs": n_docs, "seed": seed, **options})
-        return [f"d{latent_dim} doc {i % 3}" for i in range(n_docs)]
-
-    module = types.ModuleType("idscaling.synthetic")
-    module.generate_documents = generate_documents
-    monkeypatch.setitem(sys.modules, "idscaling.synthetic", module)
-    monkeypatch.setattr(idscaling, "synthetic", module, raising=False)
-    return calls
-
-
-def test_synthetic_dispatch_passes_options(tmp_path, fake_synthetic):
-    spec = {"source": "builtin", "name": "synthetic", "latent_dim": 8, "docs": 6, "seed": 3,
-            "vocab": 50, "clean": {"dedup": False}, "max_docs": 5, "data_tokens": [100]}
-    meta = build_corpus("synth-d8", spec, tmp_path / "d.parquet", tmp_path / "m.json",
-                        cache_dir=tmp_path)
-    assert fake_synthetic == [{"latent_dim": 8, "n_docs": 6, "seed": 3, "vocab": 50}]
-    texts = pq.read_table(tmp_path / "d.parquet")["text"].to_pylist()
-    assert texts == [f"d8 doc {i % 3}" for i in range(5)]  # max_docs applied, dedup off
-    assert meta["documents"] == 5
-
-
-def test_synthetic_needs_latent_dim(tmp_path, fake_synthetic):
-    with pytest.raises(ConfigError, match=r"corpora\.s: key 'latent_dim' is required"):
-        build_corpus("s", {"source": "builtin", "name": "synthetic", "docs": 4},
-                     tmp_path / "d.parquet", tmp_path / "m.json", cache_dir=tmp_path)

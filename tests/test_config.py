@@ -42,7 +42,7 @@ def test_defaults_fill_every_section():
         (minimal(models={"xs": {"n_layer": 1, "n_embd": 10, "n_head": 3}}), "models.xs"),
         (minimal(corpora={"c": {"source": "local"}}), "path"),
         (minimal(corpora={"c": {"source": "hf", "dataset": "x", "txt_field": "t"}}), "corpora.c.txt_field"),
-        (minimal(corpora={"c": {"source": "builtin", "name": "python-stdlib", "latent_dim": 3}}), "corpora.c.latent_dim"),
+        (minimal(corpora={"c": {"source": "builtin", "name": "python-stdlib", "docs": 3}}), "corpora.c.docs"),
         (minimal(train={"lr": -1}), "train.lr"),
         (minimal(data_tokens=[100]), "data_tokens"),
         (minimal(tokenizer={"kind": "pretrained"}), "tokenizer.name"),

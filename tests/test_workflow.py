@@ -256,45 +256,6 @@ def test_failing_job_leaves_no_output_and_others_stop_before_training(tmp_path):
     assert not (workdir / "results" / "code" / "runs").exists()
 
 
-def test_synthetic_sweep_in_miniature(tmp_path):
-    """configs/synthetic.yaml with every size shrunk: its keys (a random field on the
-    sphere, wsd training, one late state per validation document, the full ID protocol)
-    run through the workflow and give the known-dimension figure."""
-    workdir = copy_workflow(tmp_path)
-    config = load_config(workdir / "configs" / "synthetic.yaml")
-    config["corpora"] = {name: dict(spec, docs=500, doc_tokens=48)
-                         for name, spec in config["corpora"].items()
-                         if name in ("synth-d2", "synth-d8")}
-    config["models"] = {"tiny": {"n_layer": 1, "n_embd": 16, "n_head": 2}}
-    # four sizes: the offset law has three parameters, so three sizes would be underdetermined
-    config["data_tokens"] = [1000, 2000, 4000, 8000]
-    config["train"].update(context=48, batch_size=8, max_steps=1000, eval_every=15, lr=1e-2,
-                           warmup_steps=5,
-                           eval_tokens=4096, early_stop_patience=3, checkpoint_every=30)
-    config["embedding"].update(docs=120, min_position=24)
-    config["intrinsic_dim"].update(k=10, k_sweep=[5], bootstrap=10)
-    config["laws"]["bootstrap"] = 20
-    config["compute"] = {"train_gpus": 0, "embed_gpus": 0, "threads": 1}
-    write_config(workdir / "mini.yaml", config)
-    snakemake(workdir, "--cores", "2", "--configfile", "mini.yaml")
-
-    results = workdir / "results"
-    for corpus in ("synth-d2", "synth-d8"):
-        meta = load_config(results / corpus / "embeddings" / "trained" / "meta.json")
-        # 250 validation documents, 120 sampled, one state each from position 24 on
-        assert (meta["n_docs"], meta["n_points"], meta["min_position"]) == (120, 120, 24)
-        runs = list((results / corpus / "runs" / "tiny").glob("D*/s0/metrics.json"))
-        assert len(runs) == 4
-        assert all(load_config(p)["schedule"] == "wsd" for p in runs)
-    ids = pd.read_csv(results / "intrinsic_dim.csv")
-    assert set(ids["protocol"]) == {"full"} and set(ids["corpus"]) == {"synth-d2", "synth-d8"}
-    predictions = pd.read_csv(results / "predictions.csv")
-    reference = predictions[predictions["is_reference"]]
-    assert sorted(reference["corpus"]) == ["synth-d2", "synth-d8"]
-    assert (reference["protocol"] == "full").all() and reference["observed_alpha_D"].notna().all()
-    assert (results / "figures" / "latent_dim.png").stat().st_size > 10_000
-
-
 KNOWN_D_MINI = {
     "arms": [{"d": 1, "s": 1.0}],
     "docs": [64, 128, 256],

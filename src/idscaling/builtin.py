@@ -1,10 +1,9 @@
-"""Built-in corpora: text that exists on every machine with Python, and a synthetic one.
+"""Built-in corpora: text that exists on every machine with Python.
 
 - ``python-stdlib``: the standard library's ``.py`` sources, one document per file.
 - ``python-docs``: English prose from the installation's own documentation: every pydoc
   topic (``pydoc_data.topics.topics``, the reference manual's sections that ``help()``
   shows), then, per stdlib module, its docstrings.
-- ``synthetic``: documents with a known latent dimension, from ``idscaling.synthetic``.
 
 ``python-docs`` takes one option, ``docstrings``: ``all`` (the default: a module's
 docstring, then those of its classes and functions in source order, one document per
@@ -45,7 +44,7 @@ from idscaling.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_CORPORA = ("python-stdlib", "python-docs", "synthetic")
+BUILTIN_CORPORA = ("python-stdlib", "python-docs")
 
 # Directory names skipped anywhere below the stdlib root (see the module docstring).
 EXCLUDED_DIRS = frozenset(
@@ -55,7 +54,7 @@ EXCLUDED_DIRS = frozenset(
 # gencodec.py writes this into the docstring of every table-driven codec it generates.
 _GENERATED_CODEC_MARK = "Python Character Mapping Codec"
 
-# Keys of a builtin spec that are ours (or later stages'), not the synthetic generator's.
+# Keys of a builtin spec that every builtin corpus takes (some are later stages').
 _RESERVED_KEYS = frozenset({"source", "name", "clean", "max_docs", "data_tokens"})
 
 
@@ -160,21 +159,6 @@ def python_docs_documents(root: Path | None = None, *, docstrings: str = "all") 
             yield text
 
 
-def synthetic_documents(spec: dict[str, Any], corpus: str = "") -> list[str]:
-    """Documents of known latent dimension: ``idscaling.synthetic.generate_documents``
-    with ``latent_dim``, ``docs`` as ``n_docs`` and every other key as an option."""
-    # Imported here: the generator is heavier and optional for the other corpora.
-    from idscaling import synthetic
-
-    where = f"corpora.{corpus}" if corpus else "builtin synthetic corpus"
-    for key in ("latent_dim", "docs"):
-        if key not in spec:
-            raise ConfigError(f"{where}: key '{key}' is required for name: synthetic")
-    options = {k: v for k, v in spec.items()
-               if k not in _RESERVED_KEYS and k not in ("latent_dim", "docs")}
-    return synthetic.generate_documents(int(spec["latent_dim"]), int(spec["docs"]), **options)
-
-
 def iter_builtin(spec: dict[str, Any], corpus: str = "") -> Iterator[str]:
     """Yield the documents of the built-in corpus that ``spec["name"]`` names."""
     name = spec.get("name")
@@ -185,8 +169,6 @@ def iter_builtin(spec: dict[str, Any], corpus: str = "") -> Iterator[str]:
     elif name == "python-docs":
         _reject_unknown(spec, {"docstrings"}, corpus)
         yield from python_docs_documents(docstrings=spec.get("docstrings", "all"))
-    elif name == "synthetic":
-        yield from synthetic_documents(spec, corpus)
     else:
         raise ConfigError(f"{where}: unknown builtin corpus {name!r}; "
                           f"choose one of {', '.join(BUILTIN_CORPORA)}")
@@ -194,9 +176,7 @@ def iter_builtin(spec: dict[str, Any], corpus: str = "") -> Iterator[str]:
 
 def corpus_info(spec: dict[str, Any]) -> dict[str, Any]:
     """What, beyond the spec, decides a builtin corpus's contents (goes into meta.json)."""
-    if spec.get("name") in ("python-stdlib", "python-docs"):
-        return {"python_version": sys.version.split()[0], "stdlib_root": str(stdlib_root())}
-    return {}
+    return {"python_version": sys.version.split()[0], "stdlib_root": str(stdlib_root())}
 
 
 def _reject_unknown(spec: dict[str, Any], extra: set[str], corpus: str) -> None:

@@ -210,7 +210,7 @@ def cmd_laws(args) -> None:
     laws = {"loss_column" if k == "loss" else k: v for k, v in args.laws.items()}
     run_laws(args.losses, args.ids, args.histories, args.out_dir,
              reference={"k": args.k, **_picked(theory, "estimator", "protocol")},
-             latent_dims=args.latent_dims, robustness_csv=args.robustness,
+             robustness_csv=args.robustness,
              **_picked(theory, "smoothness", "margin"),
              **_picked(laws, "bootstrap", "seed", "loss_column", "converged_only"))
 
@@ -373,8 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--laws", type=_json, default={})
     p.add_argument("--theory", type=_json, default={})
     p.add_argument("--k", type=int, default=20, help="the k whose ID the predictions use")
-    p.add_argument("--latent-dims", type=_json, default=None,
-                   help="{corpus: latent dimension} of the synthetic corpora")
     p.add_argument("--robustness", type=Path, default=None, help="id_robustness.csv")
     p.set_defaults(func=cmd_laws)
 

@@ -165,22 +165,6 @@ def _check_semantics(config: dict) -> None:
     if tok["shared"] and tok["kind"] != "bpe":
         raise ConfigError("config: tokenizer.shared applies to kind: bpe; a pretrained "
                           "tokenizer is already the same for every corpus")
-    synthetic_keys = {"latent_dim", "docs", "seed", "vocab", "doc_tokens", "noise",
-                      "manifold", "signal", "markov", "harmonics", "hidden", "gain", "modes",
-                      "smoothness", "bandwidth"}
-    for name, spec in config["corpora"].items():
-        if spec["source"] != "builtin":
-            continue
-        if spec["name"] == "synthetic":
-            if "latent_dim" not in spec:
-                raise ConfigError(f"config: corpora.{name}.latent_dim is required for the synthetic corpus")
-        else:
-            stray = sorted(synthetic_keys & set(spec))
-            if stray:
-                raise ConfigError(
-                    f"config: corpora.{name}.{stray[0]} applies only to the synthetic corpus, "
-                    f"not to {spec['name']}"
-                )
     for name, spec in config["corpora"].items():
         if spec["source"] == "control":
             base = config["corpora"].get(spec["of"])

@@ -2,7 +2,7 @@
 
 Sources (``spec["source"]``):
 
-- ``builtin``: see :mod:`idscaling.builtin` (``python-stdlib``, ``python-docs``, ``synthetic``).
+- ``builtin``: see :mod:`idscaling.builtin` (``python-stdlib``, ``python-docs``).
 - ``local``: ``path`` is a file, a directory (every non-hidden file below it, sorted) or a
   glob (sorted matches). ``format`` is ``text`` (a document per file, or the file cut by
   ``separator``), ``jsonl`` or ``parquet`` (both read ``text_field``), or ``auto`` (the

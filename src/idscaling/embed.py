@@ -73,8 +73,7 @@ def embed_corpus(model: str, val_docs: Path, out_dir: Path, *, tokenizer: Path |
     or "all". docs: documents sampled (seeded, without replacement; all if fewer).
     tokens_per_doc: positions kept per document after a seeded shuffle.
     min_position: positions before this index of a (truncated) document are never
-    picked, for protocols that want each state to have seen at least this much context
-    (the synthetic corpora: early positions have not yet identified the latent point).
+    picked, for protocols that want each state to have seen at least this much context.
     max_points: cap on the total (a seeded subsample of the kept positions).
     context: truncation length in tokens (default: the model's maximum).
     dtype: storage dtype of the .npy files, "float32" or "float16"; model_dtype: the

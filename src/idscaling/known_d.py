@@ -2,7 +2,7 @@
 
 Each document shows a latent point z, uniform on S^d, through coordinate tokens, then R
 symbols drawn i.i.d. from p_z = (1 - ε) softmax(τ f(z)) + ε/V, where f is a lacunary
-field of Hölder smoothness s (`idscaling.field`). Learning z -> p_z from n documents is a
+field of Hölder smoothness s (`idscaling.synthetic`). Learning z -> p_z from n documents is a
 nonparametric regression whose minimax rate is n^(-2s/(2s+d)), the exponent the theory
 predicts. Because the generator is known, every estimate q is scored exactly:
 
@@ -41,7 +41,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from idscaling.errors import ConfigError
-from idscaling.field import make_field, uniform_sphere
+from idscaling.synthetic import make_field, uniform_sphere
 from idscaling.model import GPT, GPTConfig, cross_entropy
 from idscaling.schedule import TrainSettings, cooldown_after, lr_at
 from idscaling.train import make_optimizer, optimizer_step

@@ -69,7 +69,7 @@ def read_runs(json_paths: list[Path]) -> tuple[pd.DataFrame, dict, pd.DataFrame]
 def sphere_readings(n: int, ks, dims, seed: int = 0) -> pd.DataFrame:
     """What the MLE reads on n uniform points of S^m, for each m in `dims` and k in `ks`:
     the estimator's own bias at this n, against which a reading is calibrated."""
-    from idscaling.field import uniform_sphere
+    from idscaling.synthetic import uniform_sphere
     from idscaling.known_d import id_profile
 
     rows = []

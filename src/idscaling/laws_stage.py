@@ -46,7 +46,7 @@ LAW_PARAMETERS = {("data", "offset"): 3, ("data", "pure"): 2, ("model", "offset"
 
 def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir: Path, *,
              smoothness: float = 1.0, bootstrap: int = 1000, seed: int = 0,
-             reference: dict | None = None, latent_dims: dict | None = None,
+             reference: dict | None = None,
              loss_column: str = "best_val_loss", draw: bool = True,
              margin: float = DEFAULT_MARGIN, converged_only: bool = True,
              robustness_csv: Path | None = None) -> dict:
@@ -54,9 +54,7 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
 
     Writes out_dir/laws.csv, out_dir/predictions.csv, out_dir/summary.md and
     out_dir/figures/{data_scaling, model_scaling, exponents, id_vs_k, id_vs_layer,
-    training_curves}.png, plus figures/latent_dim.png when `latent_dims` ({corpus: the
-    latent dimension of a synthetic corpus}) has any. `reference` picks the ID that laws.csv and
-    the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
+    training_curves}.png. `reference` picks the ID that laws.csv and the summary use (default mle, k=20, batched, last layer). `draw=False` skips the
     figures (tables only). `converged_only` fits converged runs only. `robustness_csv`
     (id_robustness.csv) adds figures/id_robustness.png and a line per corpus to the
     summary. Returns the paths written and the tables.
@@ -85,8 +83,8 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
     write_csv(laws, paths["laws"])
     write_csv(predictions, paths["predictions"])
 
-    figures = _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothness,
-                    out_dir / "figures", robustness) if draw else {}
+    figures = _draw(losses, fits, predictions, ids, refs, histories, out_dir / "figures",
+                    robustness) if draw else {}
     write_text(paths["summary"], summary_markdown(laws, predictions, refs, smoothness=smoothness,
                                                   bootstrap=bootstrap, reference=reference,
                                                   loss_column=loss_column, margin=margin,
@@ -96,8 +94,7 @@ def run_laws(losses_csv: Path, id_csv: Path, histories_csv: Path | None, out_dir
     return {**paths, "figures": figures, "laws_table": laws, "predictions_table": predictions}
 
 
-def _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothness, fig_dir,
-          robustness=None):
+def _draw(losses, fits, predictions, ids, refs, histories, fig_dir, robustness=None):
     """Every figure of the stage; {name: path}."""
     from idscaling import id_plots, plots   # seaborn is slow to import: only when drawing
 
@@ -114,10 +111,6 @@ def _draw(losses, fits, predictions, ids, refs, histories, latent_dims, smoothne
     if robustness is not None:
         figures["id_robustness"] = id_plots.plot_id_robustness(
             robustness, refs, fig_dir / "id_robustness.png")
-    latent = {str(c): float(d) for c, d in (latent_dims or {}).items()}
-    if latent:
-        figures["latent_dim"] = plots.plot_latent_dim(
-            latent, predictions, smoothness, fig_dir / "latent_dim.png")
     return figures
 
 

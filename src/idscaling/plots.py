@@ -1,5 +1,5 @@
-"""Figures of the laws stage: the scaling laws, the exponents, the training curves and
-the latent dimension (the ID figures: id_plots.py; the toolkit: figures.py).
+"""Figures of the laws stage: the scaling laws, the exponents and the training curves
+(the ID figures: id_plots.py; the toolkit: figures.py).
 
 Every function draws what there is and says on the plot what is missing (one model, no
 fit, no ID), so a thin run still gives every figure. Figures are built on
@@ -224,61 +224,4 @@ def plot_training_curves(histories: pd.DataFrame, path: Path,
             legend(ax)
     fig.suptitle("Training curves\nvalidation loss (points), training loss (faint), "
                  "one colour per data size D")
-    return save(fig, path)
-
-
-# ---------------------------------------------------------------------------------------
-# synthetic corpora of known dimension
-
-
-@styled
-def plot_latent_dim(latent: dict, predictions: pd.DataFrame, smoothness: float,
-                    path: Path) -> Path:
-    """Estimated ID against the known latent d; observed α_D against d with 2s/(2s+d)."""
-    fig, axes = panels(2, width=5.2, height=4.4)
-    ax_id, ax_exp = axes
-    ref = predictions[predictions["is_reference"] & predictions["corpus"].isin(list(latent))]
-    rows = reference_rows(predictions)
-    rows = rows[rows["corpus"].isin(list(latent))].assign(d=lambda t: t["corpus"].map(latent))
-    d_all = np.array(sorted(latent.values()))
-    notes_id, notes_exp = [], []
-    missing = sorted(set(latent) - set(rows["corpus"]))
-    if missing:
-        notes_id.append("no ID for " + ", ".join(missing))
-
-    estimators = sorted(rows["estimator"].unique())
-    colors = dict(zip(estimators, sns.color_palette("deep", len(estimators))))
-    for (estimator, protocol), g in rows.groupby(["estimator", "protocol"], sort=True):
-        g = g.sort_values("d")
-        lo = (g["id"] - g["id_ci_low"]).clip(lower=0).to_numpy()
-        hi = (g["id_ci_high"] - g["id"]).clip(lower=0).to_numpy()
-        yerr = np.vstack([lo, hi]) if np.isfinite(lo).all() and np.isfinite(hi).all() else None
-        ax_id.errorbar(g["d"], g["id"], yerr=yerr, color=colors[estimator], marker="o",
-                       ls="-" if protocol in ("batched", "") else "--", capsize=3,
-                       label=f"{estimator} ({protocol})" if protocol else estimator)
-    top = max(d_all.max(), rows["id"].max() if len(rows) else 0) * 1.1
-    ax_id.plot([0, top], [0, top], color="0.4", ls="--", lw=1, label="y = x")
-    ax_id.set(xlabel="latent dimension d (known)", ylabel="estimated ID d̂",
-              title="Estimated against known dimension", xlim=(0, top), ylim=(0, top))
-    legend(ax_id, notes_id)
-
-    grid = np.linspace(max(d_all.min() * 0.5, 0.5), d_all.max() * 1.5, 200)
-    ax_exp.plot(grid, 2 * smoothness / (2 * smoothness + grid), color="black", lw=1.5,
-                label=f"predicted 2s/(2s+d), s={smoothness:g}")
-    obs = ref.assign(d=lambda t: t["corpus"].map(latent)).sort_values("d")
-    has = obs[np.isfinite(obs["observed_alpha_D"])]
-    for _, r in has.iterrows():
-        ax_exp.errorbar(r["d"], r["observed_alpha_D"], capsize=3, color="tab:red", marker="o",
-                        yerr=_err(*triple(r, "observed_alpha_D")))
-    ax_exp.plot([], [], color="tab:red", marker="o", ls="none",
-                label=r"observed $\alpha_D$ (95% CI)")
-    ax_exp.scatter(obs["d"], obs["predicted_alpha_D"], facecolor="none", edgecolor="tab:blue",
-                   s=40, label="predicted from the estimated ID", zorder=3)
-    no_obs = sorted(set(latent) - set(has["corpus"]))
-    if no_obs:
-        notes_exp.append("no observed α_D for " + ", ".join(no_obs))
-    ax_exp.set(xlabel="latent dimension d (known)", ylabel=r"data exponent $\alpha_D$",
-               title="Data exponent against known dimension")
-    legend(ax_exp, notes_exp)
-    fig.suptitle("Synthetic corpora of known dimension")
     return save(fig, path)

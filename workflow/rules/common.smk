@@ -223,16 +223,11 @@ def robustness_files():
     return [layout.ROBUSTNESS_FILE.format(corpus=c) for c in CORPORA]
 
 
-def has_latent_dim():
-    return any("latent_dim" in spec for spec in config["corpora"].values())
-
-
 FIGURES = ["data_scaling", "model_scaling", "exponents", "id_vs_k", "id_vs_layer", "training_curves"]
 
 
 def figure_names():
-    return (FIGURES + (["latent_dim"] if has_latent_dim() else [])
-            + (["id_robustness"] if robustness_enabled() else []))
+    return FIGURES + (["id_robustness"] if robustness_enabled() else [])
 
 
 def laws_outputs():

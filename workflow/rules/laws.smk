@@ -22,9 +22,6 @@ rule laws:
         laws=as_json(config["laws"]),
         theory=as_json(config["theory"]),
         k=config["intrinsic_dim"]["k"],
-        latent_dims=as_json(
-            {c: s["latent_dim"] for c, s in config["corpora"].items() if "latent_dim" in s}
-        ),
         out_dir=lambda w, output: os.path.dirname(output.laws),
         robustness=lambda w, input: (
             f"--robustness {input.robustness[0]}" if input.robustness else ""
@@ -39,6 +36,6 @@ rule laws:
     shell:
         "idscaling laws --losses {input.losses:q} --ids {input.ids:q}"
         " --out-dir {params.out_dir:q} --laws {params.laws:q} --theory {params.theory:q}"
-        " --k {params.k} --latent-dims {params.latent_dims:q} --histories {input.histories:q}"
+        " --k {params.k} --histories {input.histories:q}"
         " {params.robustness}"
         + TO_LOG
