@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from idscaling.errors import ConfigError
-from idscaling.known_d import Task, kl, knn_reference, network_excess, _symbol_loss
+from idscaling.known_d import (Task, entropy, kl, knn_reference, network_excess, run_one, train_mlp,
+                               _symbol_loss)
 from idscaling.model import GPT, GPTConfig
+from idscaling.schedule import TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,28 @@ def test_reference_learns_at_the_theorys_rate_for_d1():
 def test_bad_task_options_are_named(kwargs, word):
     with pytest.raises(ConfigError, match=word):
         Task(d=2, s=1.0, **kwargs)
+
+
+def test_mlp_control_learns_the_map_from_the_coordinates():
+    # the control sees only what the tokens say z is; with more documents its exact excess
+    # falls, and it beats the best predictor that ignores z (the marginal symbol law)
+    task = Task(d=1, s=1.0, symbols=8)
+    z_eval, _ = task.eval_points(1024)
+    tune = task.documents(0, 512, stream=2)
+    settings = TrainSettings.from_dict({"batch_size": 64, "lr": 3e-3, "warmup_steps": 20,
+                                        "max_steps": 3000, "eval_every": 50,
+                                        "early_stop_patience": 3, "schedule": "wsd"})
+    small, large = (train_mlp(task, task.documents(0, n), tune, z_eval, {"width": 64, "layers": 2},
+                              settings, 0, threads=1) for n in (128, 4096))
+    p = task.probs(z_eval)
+    marginal = kl(p, np.broadcast_to(p.mean(axis=0), p.shape)).mean()
+    assert large.converged and large.excess.mean() < small.excess.mean() / 2
+    assert large.excess.mean() < marginal / 4, (large.excess.mean(), marginal)
+    assert entropy(p).mean() > 0  # a floor to be above: the excess is not the loss
+
+
+def test_unknown_estimator_is_named_before_any_work(tmp_path):
+    out = tmp_path / "run.json"
+    with pytest.raises(ConfigError, match="unknown estimator 'knn'.*base, wide, mlp, reference"):
+        run_one({}, 2, 1.0, 64, 0, "knn", out, out.with_suffix(".npy"))
+    assert not list(tmp_path.iterdir())

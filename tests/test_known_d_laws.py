@@ -51,9 +51,11 @@ def test_too_few_sizes_is_refused():
         bootstrap_exponent(SIZES[:2], simulate(0.5)[:2])
 
 
-def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0):
+def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0, alpha_mlp=None):
     rows, excess = [], {}
-    for stream, (est, alpha, scale) in enumerate((("base", alpha_net, factor), ("reference", alpha_ref, 1.0))):
+    learners = [("base", alpha_net, factor), ("reference", alpha_ref, 1.0)]
+    learners += [("mlp", alpha_mlp, 1.0)] if alpha_mlp is not None else []
+    for stream, (est, alpha, scale) in enumerate(learners):
         data = scale * simulate(alpha, rng=np.random.default_rng(stream))
         for i, n in enumerate(SIZES):
             for seed in range(data.shape[1]):
@@ -63,8 +65,8 @@ def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0):
     return pd.DataFrame(rows), excess
 
 
-def _verdicts(alpha_net, factor=1.0):
-    runs, excess = _runs(alpha_net, 0.5, factor=factor)
+def _verdicts(alpha_net, factor=1.0, alpha_mlp=None):
+    runs, excess = _runs(alpha_net, 0.5, factor=factor, alpha_mlp=alpha_mlp)
     flags = regime_flags(runs, reference_factor=1.5, width_tolerance=0.1)
     table = fit_arms(runs, excess, flags, margin=0.05, reps=400, level=0.95)
     return table.set_index("estimator")
@@ -82,3 +84,33 @@ def test_sizes_far_above_the_reference_are_flagged_not_fitted():
     ratio = re.search(r"n=512: (\d+\.\d+)x the reference", table.loc["network", "reason"])
     assert ratio and 2.0 < float(ratio.group(1)) < 4.5
     assert np.isnan(table.loc["network", "exponent"])
+
+
+def test_the_mlp_control_gets_its_own_exponent_and_verdict():
+    table = _verdicts(0.7, alpha_mlp=0.5)
+    assert table.loc["network", "verdict"] == "disagrees"
+    assert table.loc["mlp", "verdict"] == "agrees"
+    assert abs(table.loc["mlp", "exponent"] - 0.5) < 0.03
+    # the control's sizes are its own: a network far above the reference leaves it alone
+    table = _verdicts(0.5, factor=3.0, alpha_mlp=0.5)
+    assert table.loc["network", "verdict"] == "underdetermined"
+    assert table.loc["mlp", "verdict"] == "agrees"
+    assert "mlp" not in _verdicts(0.5).index  # no control run, no row
+
+
+def test_approximation_error_from_the_largest_size_bounds_the_others():
+    # the network's excess is the wide network's plus a fixed approximation error A; the
+    # wide control runs at the largest size only. A is 17% of the excess at n = 8192, 12%
+    # at 4096 and under 10% below: only the three smallest sizes are in the regime.
+    wide = 0.05 * (SIZES / SIZES[0]) ** -0.5
+    base = wide + 0.0025
+    rows = [{"arm": "a", "d": 2, "s": 1.0, "docs": n, "seed": 0, "estimator": est, "excess": x,
+             "converged": True}
+            for n, b, w in zip(SIZES, base, wide)
+            for est, x in (("base", b), ("reference", b)) + ((("wide", w),) if n == SIZES[-1] else ())]
+    flags = regime_flags(pd.DataFrame(rows), reference_factor=1.5, width_tolerance=0.1)
+    flags = flags[flags.learner == "network"].set_index("docs")
+    assert flags.in_regime.tolist() == [True, True, True, False, False]
+    assert flags.width_change.to_numpy() == pytest.approx(0.0025 / base)
+    assert "measured at n = 8192" in flags.loc[4096, "why_not"]
+    assert "measured at" not in flags.loc[8192, "why_not"]

@@ -265,6 +265,7 @@ KNOWN_D_MINI = {
     "eval_points": 256,
     "tune_docs": 64,
     "model": {"n_layer": 1, "n_embd": 16, "n_head": 2},
+    "mlp": {"width": 16, "layers": 1},
     "train": {"batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "max_steps": 60, "eval_every": 10,
               "early_stop_patience": 2},
     "bootstrap": 50,
@@ -279,13 +280,17 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     snakemake(workdir, "--cores", "2", "--configfile", "kd.yaml")
     out = workdir / "results" / "known_d"
     runs = pd.read_csv(out / "runs.csv")
-    # 3 sizes x 2 seeds of the network, 3 of the wide one, 4 sizes x 2 seeds of the reference
-    assert runs.groupby("estimator").size().to_dict() == {"base": 6, "wide": 3, "reference": 8}
+    # 3 sizes x 2 seeds of the network and of the MLP, the wide one at the largest size,
+    # 4 sizes x 2 seeds of the reference
+    assert runs.groupby("estimator").size().to_dict() == {"base": 6, "mlp": 6, "wide": 1,
+                                                          "reference": 8}
+    assert runs[runs.estimator == "wide"].docs.tolist() == [256]
     assert (runs["excess"] > 0).all() and (runs["floor"] > 0).all()
     assert (runs["quantisation_excess"] < 1e-3 * runs["excess"]).all()
     exponents = pd.read_csv(out / "exponents.csv").set_index("estimator")
     assert exponents.loc["reference", "sizes"] == "64;128;256;1024"
     assert exponents.loc["reference", "predicted"] == pytest.approx(2 / 3)
+    assert set(exponents.index) == {"reference", "network", "mlp"}
     assert set(exponents["verdict"]) <= {"agrees", "disagrees", "inconclusive", "underdetermined"}
     assert "## Known dimension" in (out / "summary.md").read_text()
     ids = pd.read_csv(out / "ids.csv")
@@ -304,6 +309,8 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     assert planned() == {}
     assert planned(threads=2) == {}
     assert planned(margin=0.02) == {"known_d_laws": 1, "all": 1}
-    # the reference does not read the training settings, the networks do
+    # the reference does not read the training settings, the networks and the MLP do
     assert planned(train={**KNOWN_D_MINI["train"], "lr": 5e-3}) == {
-        "known_d_run": 9, "known_d_laws": 1, "all": 1}
+        "known_d_run": 13, "known_d_laws": 1, "all": 1}
+    assert planned(mlp={"width": 32, "layers": 1}) == {"known_d_run": 6, "known_d_laws": 1, "all": 1}
+    assert planned(width_docs=[128, 256]) == {"known_d_run": 1, "known_d_laws": 1, "all": 1}

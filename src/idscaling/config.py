@@ -130,6 +130,11 @@ def _check_schema(config: dict, schema: dict) -> None:
 def _check_semantics(config: dict) -> None:
     if not config["corpora"] and not config.get("known_d"):
         raise ConfigError("config: nothing to run: give corpora, known_d, or both")
+    known_d = config.get("known_d")
+    if known_d and known_d.get("width_docs") and not set(known_d["width_docs"]) <= set(known_d["docs"]):
+        stray = sorted(set(known_d["width_docs"]) - set(known_d["docs"]))
+        raise ConfigError(f"config: known_d.width_docs: {stray} not in known_d.docs "
+                          "(the wide control pairs with the network at the same sizes)")
     if config["corpora"]:
         for key in ("models", "data_tokens"):
             if not config.get(key):

@@ -9,13 +9,15 @@ predicts. Because the generator is known, every estimate q is scored exactly:
     floor  = E_z H(p_z)                    (the Bayes loss: nothing to fit)
     excess = E_z KL(p_z || q)              (over held-out z; no symbol-sampling noise)
 
-Two estimators learn from the same n documents:
+Three estimators learn from the same n documents:
 
 * the network: a GPT (`idscaling.model`) trained on the documents with the loss on the
   symbol tokens only (the coordinate tokens are its input), plateau-then-anneal;
 * the reference: k-nearest-neighbour frequencies on the observed z, k chosen by the exact
   excess on held-out points. It is rate-optimal for s <= 1 and shows what rate the data
-  allow at the sizes of the sweep.
+  allow at the sizes of the sweep;
+* the MLP control: the same training loop on the coordinates the tokens encode, given as
+  a vector. It separates learning the map z -> p_z from learning to read digit tokens.
 
 Encoding: each of the d + 1 coordinates of z (in [-1, 1]) is written as `digits` base-
 `base` digits of its bin among base^digits equal bins, most significant first; a token
@@ -49,6 +51,7 @@ from idscaling.train import make_optimizer, optimizer_step
 log = logging.getLogger(__name__)
 
 BLOCK = 1024  # documents per random stream: part of the corpus definition
+ESTIMATORS = ("base", "wide", "mlp", "reference")
 _TRAIN, _TUNE, _EVAL = 1, 2, 3
 
 
@@ -221,12 +224,9 @@ def _symbol_loss(model, tokens, task) -> torch.Tensor:
     return cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1))
 
 
-@torch.no_grad()
 def _mean_loss(model, tokens, task, batch=1024) -> float:
-    model.eval()
     total = sum(_symbol_loss(model, tokens[i:i + batch], task).item() * len(tokens[i:i + batch])
                 for i in range(0, len(tokens), batch))
-    model.train()
     return total / len(tokens)
 
 
@@ -282,67 +282,138 @@ def true_logprobs(task: Task, z: np.ndarray) -> np.ndarray:
     return logp - logp.mean(axis=1, keepdims=True)
 
 
-def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                  eval_points: tuple[np.ndarray, np.ndarray], shape: dict, s: TrainSettings, seed: int,
-                  *, threads: int | None = None) -> NetworkResult:
-    """Train a GPT on the documents until its validation symbol loss plateaus, then anneal;
-    return the state with the best validation loss (early stopping).
+@dataclass
+class _Fit:
+    steps: int
+    best_step: int
+    best_val_loss: float
+    converged: bool
+    history: list
 
-    Evaluation comes every `eval_every` steps, or every two epochs when that is sooner
-    (at least every 10 steps), so that a run on few documents stops before it overfits.
+
+def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings, seed: int) -> _Fit:
+    """Train `model` on n documents until the validation loss plateaus, then anneal; leave
+    it in the state with the best validation loss (early stopping).
+
+    `batch_loss(idx)` is the training loss on the documents `idx`; `val_loss()` the loss on
+    the held-out documents. Evaluation comes every `eval_every` steps, or every two epochs
+    when that is sooner (at least every 10 steps), so that a run on few documents stops
+    before it overfits.
     """
-    if threads:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=task.n_tokens, context=task.doc_len - 1, dropout=s.dropout, **shape)
-    model = GPT(cfg)
     optimizer = make_optimizer(model, s, fused=True)
-    data = torch.from_numpy(task.encode(*train))
-    val_tokens = torch.from_numpy(task.encode(*val))
     gen = torch.Generator().manual_seed(seed)
-    order, pos = torch.randperm(len(data), generator=gen), 0
-    batch = min(s.batch_size, len(data))
-    every = min(s.eval_every, max(10, math.ceil(2 * len(data) / batch)))
+    order, pos = torch.randperm(n, generator=gen), 0
+    batch = min(s.batch_size, n)
+    every = min(s.eval_every, max(10, math.ceil(2 * n / batch)))
     best, best_state, best_step, bad, cooldown, history = math.inf, None, 0, 0, None, []
     step = 0
     while step < s.max_steps and (cooldown is None or step < sum(cooldown)):
         lr = lr_at(step, s, cooldown)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if pos + batch > len(data):
-            order, pos = torch.randperm(len(data), generator=gen), 0
-        idx = order[pos:pos + batch]
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        loss = batch_loss(order[pos:pos + batch])
         pos += batch
-        loss = _symbol_loss(model, data[idx], task)
         loss.backward()
         optimizer_step(model, optimizer, None, s.grad_clip)
         step += 1
         if step % every == 0 or step == s.max_steps or (cooldown and step == sum(cooldown)):
-            val_loss = _mean_loss(model, val_tokens, task)
-            history.append({"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": val_loss})
-            log.info("step %d  lr %.2e  train %.4f  val %.4f", step, lr, loss.item(), val_loss)
-            bad = 0 if val_loss < best - 1e-4 else bad + 1
-            if val_loss < best:
-                best, best_step = val_loss, step
+            model.eval()
+            with torch.no_grad():
+                val = val_loss()
+            model.train()
+            history.append({"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": val})
+            log.info("step %d  lr %.2e  train %.4f  val %.4f", step, lr, loss.item(), val)
+            bad = 0 if val < best - 1e-4 else bad + 1
+            if val < best:
+                best, best_step = val, step
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if cooldown is None and s.early_stop_patience and bad >= s.early_stop_patience:
                 cooldown = cooldown_after(step, s)
                 log.info("validation loss flat for %d evaluations: annealing over %d steps",
                          bad, cooldown[1])
-    steps = step
     if best_state is not None:
         model.load_state_dict(best_state)
-    log.info("best validation loss %.4f at step %d of %d", best, best_step, steps)
+    log.info("best validation loss %.4f at step %d of %d", best, best_step, step)
     # converged: the decay began at a plateau (not at the step cap) and ran to its end
-    converged = cooldown is not None and steps >= sum(cooldown)
+    converged = cooldown is not None and step >= sum(cooldown)
+    return _Fit(steps=step, best_step=best_step, best_val_loss=best, converged=converged,
+                history=history)
+
+
+def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                  eval_points: tuple[np.ndarray, np.ndarray], shape: dict, s: TrainSettings, seed: int,
+                  *, threads: int | None = None) -> NetworkResult:
+    """Train a GPT on the documents (`_fit`), the loss on the symbol tokens only; score it."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=task.n_tokens, context=task.doc_len - 1, dropout=s.dropout, **shape)
+    model = GPT(cfg)
+    data = torch.from_numpy(task.encode(*train))
+    val_tokens = torch.from_numpy(task.encode(*val))
+    fit = _fit(model, lambda idx: _symbol_loss(model, data[idx], task),
+               lambda: _mean_loss(model, val_tokens, task), len(data), s, seed)
     excess = network_excess(model, task, *eval_points)
     ids = id_profile(model_states(model, task, *eval_points))
-    return NetworkResult(excess=excess, steps=steps, best_step=best_step, best_val_loss=best,
-                         converged=converged,
+    return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
+                         best_val_loss=fit.best_val_loss, converged=fit.converged,
                          wall_s=time.perf_counter() - start,
-                         params_nonembed=model.num_params(non_embedding=True), history=history,
+                         params_nonembed=model.num_params(non_embedding=True), history=fit.history,
                          ids=ids)
+
+
+class CoordinateMLP(torch.nn.Module):
+    """The control network: an MLP from the coordinates the tokens encode (the bin centres,
+    a vector of R^(d+1)) to the symbol logits. It sees what the GPT sees, as numbers."""
+
+    def __init__(self, d: int, vocab: int, width: int, layers: int):
+        super().__init__()
+        sizes = [d + 1] + [width] * layers
+        mods = []
+        for a, b in zip(sizes, sizes[1:]):
+            mods += [torch.nn.Linear(a, b), torch.nn.GELU()]
+        self.net = torch.nn.Sequential(*mods, torch.nn.Linear(sizes[-1], vocab))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def _seen_coordinates(task: Task, z: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(task.dequantise(task.quantise(z))).float()
+
+
+def _mlp_loss(model, z, symbols, task) -> torch.Tensor:
+    """The symbol loss of the GPT's, per document: mean −log q over its R symbols."""
+    logits = model(z)[:, None, :].expand(-1, symbols.shape[1], -1)
+    return cross_entropy(logits.reshape(-1, task.vocab), symbols.reshape(-1))
+
+
+def train_mlp(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+              eval_z: np.ndarray, shape: dict, s: TrainSettings, seed: int,
+              *, threads: int | None = None) -> NetworkResult:
+    """Train a CoordinateMLP on the same documents with the same loop (`_fit`); score it."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    model = CoordinateMLP(task.d, task.vocab, **shape)
+    z, symbols = _seen_coordinates(task, train[0]), torch.from_numpy(train[1])
+    val_z, val_symbols = _seen_coordinates(task, val[0]), torch.from_numpy(val[1])
+    fit = _fit(model, lambda idx: _mlp_loss(model, z[idx], symbols[idx], task),
+               lambda: _mlp_loss(model, val_z, val_symbols, task).item(), len(z), s, seed)
+    model.eval()
+    with torch.no_grad():
+        logq = torch.log_softmax(model(_seen_coordinates(task, eval_z)).double(), dim=-1).numpy()
+    p = task.probs(eval_z)
+    excess = np.sum(p * (np.log(p, where=p > 0, out=np.zeros_like(p)) - logq), axis=1)
+    return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
+                         best_val_loss=fit.best_val_loss, converged=fit.converged,
+                         wall_s=time.perf_counter() - start,
+                         params_nonembed=sum(p.numel() for p in model.parameters()),
+                         history=fit.history, ids={})
 
 
 # ----------------------------------------------------------------------- one job
@@ -359,12 +430,14 @@ def task_from_config(known_d: dict, d: int, s: float) -> Task:
 
 def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,
             *, threads: int | None = None) -> dict:
-    """Train one estimator ('base', 'wide' or 'reference') of an arm on n documents.
+    """Train one estimator ('base', 'wide', 'mlp' or 'reference') of an arm on n documents.
 
     Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
     """
     from idscaling.files import atomic_path, write_json
 
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"known_d: unknown estimator {estimator!r}: {', '.join(ESTIMATORS)}")
     task = task_from_config(known_d, d, s)
     eval_z, eval_symbols = task.eval_points(known_d["eval_points"])
     tune = task.documents(seed, known_d["tune_docs"], _TUNE)
@@ -380,20 +453,23 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
         excess = ref.excess
         record.update(k=ref.k, tune_excess=ref.tune_excess, converged=True,
                       ids=id_profile({"true_logprobs": true_logprobs(task, eval_z)}))
-    elif estimator in ("base", "wide"):
-        shape = dict(known_d["model"])
-        if estimator == "wide":
-            shape["n_embd"] *= 2
+    else:
         settings = TrainSettings.from_dict({**known_d["train"], "schedule": "wsd"})
-        net = train_network(task, train, tune, (eval_z, eval_symbols), shape, settings, seed,
-                            threads=threads)
+        if estimator == "mlp":
+            shape = dict(known_d["mlp"])
+            net = train_mlp(task, train, tune, eval_z, shape, settings, seed, threads=threads)
+            shape = {"n_embd": shape["width"], "n_layer": shape["layers"]}
+        else:
+            shape = dict(known_d["model"])
+            if estimator == "wide":
+                shape["n_embd"] *= 2
+            net = train_network(task, train, tune, (eval_z, eval_symbols), shape, settings, seed,
+                                threads=threads)
         excess = net.excess
         record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
                       best_step=net.best_step,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
                       params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)
-    else:
-        raise ConfigError(f"known_d: unknown estimator {estimator!r}: base, wide or reference")
     record["excess"] = float(excess.mean())
     log.info("excess %.5f nats (floor %.4f)", record["excess"], record["floor"])
     with atomic_path(out_npy) as tmp:

@@ -14,7 +14,8 @@ from matplotlib.lines import Line2D
 from idscaling.figures import legend, log_axis, panels, save, styled
 
 COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("deep")[2],
-          "reference": sns.color_palette("deep")[3]}
+          "reference": sns.color_palette("deep")[3], "mlp": sns.color_palette("deep")[1]}
+LABELS = {"network": "network (GPT)", "mlp": "MLP control (z as a vector)", "reference": "k-NN reference"}
 VERDICT_MARKERS = {"agrees": "o", "disagrees": "X", "inconclusive": "s", "underdetermined": "^"}
 
 
@@ -35,23 +36,29 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         f = flags[flags.arm == arm].sort_values("docs")
         sizes = f.docs.to_numpy(dtype=float)
         # per-seed points, then the seed means as lines
-        for est, color, label in (("base", COLORS["network"], "network"),
+        for est, color, label in (("base", COLORS["network"], LABELS["network"]),
                                   ("wide", COLORS["wide"], "network, 2x width (seed 0)"),
-                                  ("reference", COLORS["reference"], "k-NN reference")):
+                                  ("mlp", COLORS["mlp"], LABELS["mlp"]),
+                                  ("reference", COLORS["reference"], LABELS["reference"])):
             e = sel[sel.estimator == est]
             if e.empty:
                 continue
             ax.scatter(e.docs, e.excess, s=10, color=color, alpha=0.45, lw=0)
             means = e.groupby("docs").excess.mean()
             ax.plot(means.index, means.values, "-", color=color, lw=1.0, alpha=0.6, label=label)
-        net = f.set_index("docs").network
-        inside = f.in_regime.to_numpy()
-        ax.scatter(sizes[inside], net.values[inside], s=40, color=COLORS["network"], zorder=3,
-                   label="network, in regime (fitted)")
-        ax.scatter(sizes[~inside], net.values[~inside], s=40, facecolor="white",
-                   edgecolor=COLORS["network"], zorder=3, label="network, outside regime")
+        means = {"reference": sel[sel.estimator == "reference"].groupby("docs").excess.mean()}
+        for learner in ("network", "mlp"):
+            g = f[f.learner == learner]
+            if g.empty:
+                continue
+            means[learner] = g.set_index("docs").excess
+            x, y, inside = g.docs.to_numpy(dtype=float), g.excess.to_numpy(), g.in_regime.to_numpy()
+            ax.scatter(x[inside], y[inside], s=40, color=COLORS[learner], zorder=3,
+                       label=f"{learner}, in regime (fitted)")
+            ax.scatter(x[~inside], y[~inside], s=40, facecolor="white", edgecolor=COLORS[learner],
+                       zorder=3, label=f"{learner}, outside regime")
         rows = exponents[exponents.arm == arm].set_index("estimator")
-        ref_means = sel[sel.estimator == "reference"].groupby("docs").excess.mean()
+        ref_means = means["reference"]
         d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
         pred = rows.loc["reference"].predicted
         n = ref_means.index.to_numpy(dtype=float)
@@ -60,12 +67,14 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         ax.plot(n, anchor * (n / centre) ** -pred, ":", color="0.3",
                 lw=1.5, label=f"theory slope 2s/(2s+d) = {pred:.3f}")
         notes = []
-        for est, color in (("reference", COLORS["reference"]), ("network", COLORS["network"])):
+        for est in ("reference", "network", "mlp"):
+            if est not in rows.index:
+                continue
             r = rows.loc[est]
             fitted = np.array([float(x) for x in str(r.sizes).split(";") if x]) if r.n_sizes else np.array([])
             if len(fitted) >= 2:
-                ys = (ref_means if est == "reference" else net).loc[fitted]
-                _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), color, "--")
+                ys = means[est].loc[fitted]
+                _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), COLORS[est], "--")
             notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
                                        f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
                          + f", {r.verdict}")
@@ -87,9 +96,9 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
     grid = np.linspace(lo, hi, 2)
     ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
     ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
-    offsets = {"reference": -0.004, "network": 0.004}
+    offsets = {"reference": -0.006, "network": 0.0, "mlp": 0.006}
     unfitted = Counter()  # arms with one prediction and no fit would print their labels on top of each other
-    for est in ("reference", "network"):
+    for est in ("reference", "network", "mlp"):
         e = exponents[exponents.estimator == est]
         for r in e.itertuples():
             x = r.predicted + offsets[est]
@@ -104,8 +113,8 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
             ax.annotate(r.arm, (x, r.ci_high), fontsize=7, textcoords="offset points",
                         xytext=(0, 3), ha="center", color=COLORS[est])
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color=COLORS[e], marker="o", ls="none", label=e)
-                for e in ("reference", "network")]
+    handles += [Line2D([], [], color=COLORS[e], marker="o", ls="none", label=LABELS[e])
+                for e in ("reference", "network", "mlp") if (exponents.estimator == e).any()]
     handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
                 for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
     legend(ax, handles=handles)

@@ -239,7 +239,7 @@ def laws_outputs():
 KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
                      "digits", "eval_points", "tune_docs")
 KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
-                          "wide": ("model", "train")}
+                          "wide": ("model", "train"), "mlp": ("mlp", "train")}
 
 
 def known_d_run_options(wildcards):
@@ -270,10 +270,13 @@ def known_d_records():
         return []
     runs = []
     reference_docs = sorted(set(kd["docs"]) | set(kd["reference_docs"] or []))
+    width_docs = kd["width_docs"] or [max(kd["docs"])]
     for arm in known_d_arms():
         for i, seed in enumerate(kd["seeds"]):
-            networks = ["base"] + (["wide"] if kd["width_control"] and i == 0 else [])
-            runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in networks]
+            learners = ["base"] + (["mlp"] if kd["mlp_control"] else [])
+            runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in learners]
+            if kd["width_control"] and i == 0:
+                runs += [f"results/known_d/{arm}/n{n}/s{seed}/wide.json" for n in width_docs]
             runs += [f"results/known_d/{arm}/n{n}/s{seed}/reference.json" for n in reference_docs]
     return runs
 

@@ -7,7 +7,7 @@ rule known_d_run:
         excess="results/known_d/{arm}/n{docs}/s{seed}/{estimator}.npy",
     wildcard_constraints:
         arm=r"d\d+-s[0-9.]+",
-        estimator="base|wide|reference",
+        estimator="|".join(KNOWN_D_ESTIMATOR_KEYS),
         docs=r"\d+",
     params:
         d=lambda w: known_d_arm(w.arm)["d"],
