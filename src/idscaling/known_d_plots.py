@@ -31,6 +31,7 @@ def _fit_line(ax, sizes, row, y_at, color, style):
 def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame, path: Path) -> Path:
     arms = list(dict.fromkeys(runs.arm))
     fig, axes = panels(len(arms))
+    series = {}  # one legend for the figure: the series are the same in every panel
     for ax, arm in zip(axes, arms):
         sel = runs[runs.arm == arm]
         f = flags[flags.arm == arm].sort_values("docs")
@@ -64,9 +65,9 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         n = ref_means.index.to_numpy(dtype=float)
         anchor, centre = np.exp(np.mean(np.log(ref_means.values))), np.exp(np.mean(np.log(n)))
         n = np.array([min(n.min(), sizes.min()), max(n.max(), sizes.max())])
-        ax.plot(n, anchor * (n / centre) ** -pred, ":", color="0.3",
-                lw=1.5, label=f"theory slope 2s/(2s+d) = {pred:.3f}")
-        notes = []
+        ax.plot(n, anchor * (n / centre) ** -pred, ":", color="0.3", lw=1.5,
+                label="theory slope 2s/(2s+d)")
+        notes = [f"2s/(2s+d) = {pred:.3f}"]
         for est in ("reference", "network", "mlp"):
             if est not in rows.index:
                 continue
@@ -82,8 +83,14 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         ax.set_yscale("log")
         ax.set(xlabel="training documents n", ylabel="excess E KL(p‖q) (nats/symbol)",
                title=f"{arm}: d = {d}, s = {s:g}")
-        legend(ax, notes)
-    fig.suptitle("Known dimension: exact excess loss against data size (no fitted floor)")
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            series.setdefault(label, handle)
+        legend(ax, notes, handles=[])
+    if series:
+        fig.legend(list(series.values()), list(series), loc="outside lower center",
+                   ncol=min(5, len(series)), fontsize=8)
+    fig.suptitle("Known dimension: exact excess loss against data size (no fitted floor); "
+                 "dashed: fitted power laws")
     return save(fig, path)
 
 
