@@ -96,38 +96,35 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
 
 @styled
 def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
-    fig, axes = panels(1, width=6.4, height=5.2)
-    ax = axes[0]
+    """One panel per estimator: observed exponent (with its interval) against 2s/(2s+d)."""
+    learners = [e for e in ("reference", "network", "mlp") if (exponents.estimator == e).any()]
+    fig, axes = panels(len(learners), width=4.6, height=4.6)
     lo = min(0.0, np.nanmin(exponents.predicted) - 0.1)
     hi = max(1.0, np.nanmax(exponents[["predicted", "ci_high"]].to_numpy()) + 0.05)
     grid = np.linspace(lo, hi, 2)
-    ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
-    ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
-    offsets = {"reference": -0.006, "network": 0.0, "mlp": 0.006}
-    unfitted = Counter()  # arms with one prediction and no fit would print their labels on top of each other
-    for est in ("reference", "network", "mlp"):
-        e = exponents[exponents.estimator == est]
-        for r in e.itertuples():
-            x = r.predicted + offsets[est]
+    for ax, est in zip(axes, learners):
+        ax.plot(grid, grid, "-", color="0.4", lw=1, label="observed = 2s/(2s+d)")
+        ax.fill_between(grid, grid - margin, grid + margin, color="0.85", label=f"± margin {margin:g}")
+        unfitted = Counter()  # arms with one prediction and no fit would print their labels on top of each other
+        for r in exponents[exponents.estimator == est].itertuples():
+            x = r.predicted
             if np.isnan(r.exponent):
-                shift = 0.025 * unfitted[round(r.predicted, 6)]
+                shift = 0.03 * unfitted[round(r.predicted, 6)]
                 unfitted[round(r.predicted, 6)] += 1
                 ax.annotate(f"{r.arm}: {r.verdict}", (x + shift, lo + 0.03), fontsize=7, rotation=90,
                             color=COLORS[est], ha="center", va="bottom")
                 continue
             ax.errorbar(x, r.exponent, yerr=[[r.exponent - r.ci_low], [r.ci_high - r.exponent]],
                         fmt=VERDICT_MARKERS[r.verdict], color=COLORS[est], ms=6, capsize=3)
-            ax.annotate(r.arm, (x, r.ci_high), fontsize=7, textcoords="offset points",
-                        xytext=(0, 3), ha="center", color=COLORS[est])
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color=COLORS[e], marker="o", ls="none", label=LABELS[e])
-                for e in ("reference", "network", "mlp") if (exponents.estimator == e).any()]
-    handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
-                for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
-    legend(ax, handles=handles)
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted data exponent 2s/(2s+d) (d, s known)",
-           ylabel="observed exponent of the excess (95% CI)",
-           title="Known dimension: observed against predicted, with verdicts")
+            ax.annotate(r.arm, (x, r.exponent), fontsize=7, textcoords="offset points",
+                        xytext=(6, 0), ha="left", va="center", color=COLORS[est])
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
+                    for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
+        legend(ax, handles=handles)
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted 2s/(2s+d) (d, s known)",
+               ylabel="observed exponent of the excess (95% CI)", title=LABELS[est])
+    fig.suptitle("Known dimension: observed data exponent against predicted, with verdicts")
     return save(fig, path)
 
 
