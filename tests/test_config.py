@@ -170,8 +170,9 @@ def test_known_d_config_dry_run(tmp_path):
     config = load_config(workdir / "configs" / "known_d.yaml")["known_d"]
     arms, sizes = len(config["arms"]), len(config["docs"])
     ref_sizes = len(set(config["docs"]) | set(config.get("reference_docs") or []))
-    # every seed: a network per size and a reference per size; the first seed: a 2x-wide network
-    assert jobs["known_d_run"] == arms * (2 * sizes + 2 * ref_sizes + sizes)
+    # every seed: a network, an MLP and a reference per size; the first seed: a 2x-wide
+    # network and MLP at the largest size
+    assert jobs["known_d_run"] == arms * (2 * 2 * sizes + 2 * ref_sizes + 2)
     assert jobs["known_d_laws"] == 1
     assert "train" not in jobs and "corpus" not in jobs
 

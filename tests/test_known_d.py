@@ -138,6 +138,6 @@ def test_mlp_control_learns_the_map_from_the_coordinates():
 
 def test_unknown_estimator_is_named_before_any_work(tmp_path):
     out = tmp_path / "run.json"
-    with pytest.raises(ConfigError, match="unknown estimator 'knn'.*base, wide, mlp, reference"):
+    with pytest.raises(ConfigError, match="unknown estimator 'knn'.*base, wide, mlp, mlp_wide, reference"):
         run_one({}, 2, 1.0, 64, 0, "knn", out, out.with_suffix(".npy"))
     assert not list(tmp_path.iterdir())

@@ -98,8 +98,10 @@ def test_the_mlp_control_gets_its_own_exponent_and_verdict():
     assert "mlp" not in _verdicts(0.5).index  # no control run, no row
 
 
-def test_approximation_error_from_the_largest_size_bounds_the_others():
-    # the network's excess is the wide network's plus a fixed approximation error A; the
+@pytest.mark.parametrize("estimator, wide_estimator, learner",
+                         [("base", "wide", "network"), ("mlp", "mlp_wide", "mlp")])
+def test_approximation_error_from_the_largest_size_bounds_the_others(estimator, wide_estimator, learner):
+    # the learner's excess is its wide twin's plus a fixed approximation error A; the
     # wide control runs at the largest size only. A is 17% of the excess at n = 8192, 12%
     # at 4096 and under 10% below: only the three smallest sizes are in the regime.
     wide = 0.05 * (SIZES / SIZES[0]) ** -0.5
@@ -107,9 +109,10 @@ def test_approximation_error_from_the_largest_size_bounds_the_others():
     rows = [{"arm": "a", "d": 2, "s": 1.0, "docs": n, "seed": 0, "estimator": est, "excess": x,
              "converged": True}
             for n, b, w in zip(SIZES, base, wide)
-            for est, x in (("base", b), ("reference", b)) + ((("wide", w),) if n == SIZES[-1] else ())]
+            for est, x in (((estimator, b), ("reference", b))
+                           + (((wide_estimator, w),) if n == SIZES[-1] else ()))]
     flags = regime_flags(pd.DataFrame(rows), reference_factor=1.5, width_tolerance=0.1)
-    flags = flags[flags.learner == "network"].set_index("docs")
+    flags = flags[flags.learner == learner].set_index("docs")
     assert flags.in_regime.tolist() == [True, True, True, False, False]
     assert flags.width_change.to_numpy() == pytest.approx(0.0025 / base)
     assert "measured at n = 8192" in flags.loc[4096, "why_not"]

@@ -51,7 +51,7 @@ from idscaling.train import make_optimizer, optimizer_step
 log = logging.getLogger(__name__)
 
 BLOCK = 1024  # documents per random stream: part of the corpus definition
-ESTIMATORS = ("base", "wide", "mlp", "reference")
+ESTIMATORS = ("base", "wide", "mlp", "mlp_wide", "reference")  # wide: twice the width
 _TRAIN, _TUNE, _EVAL = 1, 2, 3
 
 
@@ -430,7 +430,7 @@ def task_from_config(known_d: dict, d: int, s: float) -> Task:
 
 def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,
             *, threads: int | None = None) -> dict:
-    """Train one estimator ('base', 'wide', 'mlp' or 'reference') of an arm on n documents.
+    """Train one estimator (`ESTIMATORS`) of an arm on n documents.
 
     Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
     """
@@ -455,8 +455,10 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
                       ids=id_profile({"true_logprobs": true_logprobs(task, eval_z)}))
     else:
         settings = TrainSettings.from_dict({**known_d["train"], "schedule": "wsd"})
-        if estimator == "mlp":
+        if estimator in ("mlp", "mlp_wide"):
             shape = dict(known_d["mlp"])
+            if estimator == "mlp_wide":
+                shape["width"] *= 2
             net = train_mlp(task, train, tune, eval_z, shape, settings, seed, threads=threads)
             shape = {"n_embd": shape["width"], "n_layer": shape["layers"]}
         else:

@@ -11,8 +11,8 @@ The network's exponent is fitted only over the sizes where it is in the regime t
 theory describes: its excess within `reference_factor` of the reference's (estimation,
 not optimisation, limits it), the approximation error (what doubling its width gains,
 measured where the wide control ran) at most `width_tolerance` of its excess, and every
-seed converged. The MLP control is held to the same rule but the width. The other sizes
-are drawn and flagged, never silently dropped.
+seed converged. The MLP control is held to the same rule, with its own wide control. The
+other sizes are drawn and flagged, never silently dropped.
 """
 
 from __future__ import annotations
@@ -124,19 +124,20 @@ def bootstrap_exponent(docs: np.ndarray, excess: np.ndarray, *, reps: int = 1000
 
 
 LEARNERS = {"base": "network", "mlp": "mlp"}  # run estimator -> the learner it measures
+WIDE = {"base": "wide", "mlp": "mlp_wide"}  # the same learner at twice the width
 REGIME_COLUMNS = ["arm", "learner", "docs", "excess", "reference", "ratio", "width_change",
                   "in_regime", "why_not"]
 
 
-def approximation_error(sel: pd.DataFrame) -> tuple[float, list[int]]:
-    """(Δ, sizes): how much doubling the network's width lowers its excess, the largest
-    over the sizes where the wide control ran (paired by seed), and those sizes.
+def approximation_error(sel: pd.DataFrame, estimator: str = "base") -> tuple[float, list[int]]:
+    """(Δ, sizes): how much doubling a learner's width lowers its excess, the largest
+    over the sizes where its wide control ran (paired by seed), and those sizes.
 
     Approximation error does not depend on n, and it is the largest share of the excess
     where the excess is smallest, so it is measured at the largest sizes and bounds the
     width's effect at every other (Δ / excess there)."""
-    wide = sel[sel.estimator == "wide"]
-    base = sel[sel.estimator == "base"]
+    wide = sel[sel.estimator == WIDE[estimator]]
+    base = sel[sel.estimator == estimator]
     gaps = {}
     for docs, w in wide.groupby("docs"):
         paired = base[(base.docs == docs) & base.seed.isin(w.seed)]
@@ -151,8 +152,8 @@ def regime_flags(runs: pd.DataFrame, *, reference_factor: float, width_tolerance
     rows = []
     for arm, sel in runs.groupby("arm", sort=False):
         reference = sel[sel.estimator == "reference"].groupby("docs").excess.mean()
-        gap, checked = approximation_error(sel)
         for estimator, learner in LEARNERS.items():
+            gap, checked = approximation_error(sel, estimator)
             for docs, runs_n in sel[sel.estimator == estimator].groupby("docs"):
                 net, refx = runs_n.excess.mean(), reference.get(docs, np.nan)
                 reasons = []
@@ -161,7 +162,7 @@ def regime_flags(runs: pd.DataFrame, *, reference_factor: float, width_tolerance
                 if not net <= reference_factor * refx:
                     reasons.append(f"{net / refx:.2f}x the reference" if refx == refx
                                    else "no reference at this size")
-                change = gap / net if learner == "network" else np.nan
+                change = gap / net
                 if change > width_tolerance:
                     where = "" if docs in checked else (
                         f" (the approximation error measured at n = {', '.join(map(str, checked))})")
@@ -253,7 +254,7 @@ def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.Data
     lines += [f"- {r.arm}, {r.learner}, n = {int(r.docs)}: {r.why_not}"
               for r in out.itertuples()] or ["- none"]
     q = runs.groupby("arm").quantisation_excess.max()
-    smallest = runs[runs.estimator != "wide"].groupby("arm").excess.min()
+    smallest = runs[~runs.estimator.isin(list(WIDE.values()))].groupby("arm").excess.min()
     lines += ["", "Quantisation of z (what the Bayes predictor loses by seeing z only through "
               "its tokens), against the smallest measured excess: " + ", ".join(
                   f"{a} {q[a]:.1e} ({q[a] / smallest[a]:.2%})" for a in q.index), ""]

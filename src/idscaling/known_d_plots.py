@@ -14,7 +14,8 @@ from matplotlib.lines import Line2D
 from idscaling.figures import legend, log_axis, panels, save, styled
 
 COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("deep")[2],
-          "reference": sns.color_palette("deep")[3], "mlp": sns.color_palette("deep")[1]}
+          "reference": sns.color_palette("deep")[3], "mlp": sns.color_palette("deep")[1],
+          "mlp_wide": sns.color_palette("deep")[5]}
 LABELS = {"network": "network (GPT)", "mlp": "MLP control (z as a vector)", "reference": "k-NN reference"}
 VERDICT_MARKERS = {"agrees": "o", "disagrees": "X", "inconclusive": "s", "underdetermined": "^"}
 
@@ -40,6 +41,7 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         for est, color, label in (("base", COLORS["network"], LABELS["network"]),
                                   ("wide", COLORS["wide"], "network, 2x width (seed 0)"),
                                   ("mlp", COLORS["mlp"], LABELS["mlp"]),
+                                  ("mlp_wide", COLORS["mlp_wide"], "MLP, 2x width (seed 0)"),
                                   ("reference", COLORS["reference"], LABELS["reference"])):
             e = sel[sel.estimator == est]
             if e.empty:

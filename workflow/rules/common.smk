@@ -239,7 +239,8 @@ def laws_outputs():
 KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
                      "digits", "eval_points", "tune_docs")
 KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
-                          "wide": ("model", "train"), "mlp": ("mlp", "train")}
+                          "wide": ("model", "train"), "mlp": ("mlp", "train"),
+                          "mlp_wide": ("mlp", "train")}
 
 
 def known_d_run_options(wildcards):
@@ -276,7 +277,8 @@ def known_d_records():
             learners = ["base"] + (["mlp"] if kd["mlp_control"] else [])
             runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in learners]
             if kd["width_control"] and i == 0:
-                runs += [f"results/known_d/{arm}/n{n}/s{seed}/wide.json" for n in width_docs]
+                wide = ["wide"] + (["mlp_wide"] if kd["mlp_control"] else [])
+                runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in width_docs for e in wide]
             runs += [f"results/known_d/{arm}/n{n}/s{seed}/reference.json" for n in reference_docs]
     return runs
 
