@@ -168,11 +168,11 @@ def test_known_d_config_dry_run(tmp_path):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(workdir, "--configfile", "configs/known_d.yaml")
     config = load_config(workdir / "configs" / "known_d.yaml")["known_d"]
-    arms, sizes = len(config["arms"]), len(config["docs"])
+    arms, sizes, seeds = len(config["arms"]), len(config["docs"]), len(config["seeds"])
     ref_sizes = len(set(config["docs"]) | set(config.get("reference_docs") or []))
     # every seed: a network, an MLP and a reference per size; the first seed: a 2x-wide
     # network and MLP at the largest size
-    assert jobs["known_d_run"] == arms * (2 * 2 * sizes + 2 * ref_sizes + 2)
+    assert jobs["known_d_run"] == arms * (seeds * (2 * sizes + ref_sizes) + 2)
     assert jobs["known_d_laws"] == 1
     assert "train" not in jobs and "corpus" not in jobs
 
