@@ -181,6 +181,20 @@ def _stack(runs, excess, arm, estimator, sizes):
     return out
 
 
+def widest_seed_spread(runs: pd.DataFrame, arm: str, estimator: str, sizes) -> str:
+    """Where an estimator's seeds differ most (largest over smallest excess) among
+    `sizes`, in words; "" with fewer than two seeds. A wide interval that one seed
+    makes asks for more seeds, not more sizes."""
+    sel = runs[(runs.arm == arm) & (runs.estimator == estimator) & runs.docs.isin(sizes)]
+    spread = sel.groupby("docs").excess.agg(["min", "max", "count"])
+    spread = spread[spread["count"] > 1]
+    if spread.empty:
+        return ""
+    n = (spread["max"] / spread["min"]).idxmax()
+    lo, hi = spread.loc[n, "min"], spread.loc[n, "max"]
+    return f"its seeds differ most at n = {int(n)}: {lo:.3g} to {hi:.3g} ({hi / lo:.1f}x)"
+
+
 def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: float, reps: int,
              level: float, reference_docs=None, seed: int = 0) -> pd.DataFrame:
     """One row per arm and estimator: the reference over `reference_docs` (default: every
@@ -213,6 +227,8 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
                 a, lo, hi = bootstrap_exponent(sizes, _stack(runs, excess, arm, estimator, sizes),
                                                reps=reps, level=level, seed=seed)
                 verdict, reason = decide((a, lo, hi), (pred, pred, pred), margin)
+                spread = widest_seed_spread(runs, arm, estimator, sizes)
+                reason += f"; {spread}" if spread else ""
                 row.update(exponent=a, ci_low=lo, ci_high=hi, verdict=verdict, reason=reason)
             rows.append(row)
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
