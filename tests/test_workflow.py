@@ -301,6 +301,12 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     assert truth["calibrated_id"].between(0.8, 1.3).all()  # d = 1
     for name in ("known_d_excess", "known_d_exponents", "known_d_id"):
         assert (workdir / "results" / "figures" / f"{name}.png").stat().st_size > 10_000
+    # the report's front page says what the experiment is; its figures and tables are in it
+    snakemake(workdir, "--report", "report.html", "--configfile", "kd.yaml")
+    report = (workdir / "report.html").read_text(errors="replace")
+    assert "the theorem's own problem" in report
+    for name in ("known_d_excess.png", "known_d_exponents.png", "summary.md", "runs.csv"):
+        assert name in report
 
     def planned(**changes):
         write_config(workdir / "kd2.yaml", {"known_d": {**KNOWN_D_MINI, **changes}})
