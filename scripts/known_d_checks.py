@@ -1,0 +1,124 @@
+"""The one-off checks the README cites beside the known-d sweep, made repeatable.
+
+Each check trains single runs with `idscaling.known_d.run_one` on the arms of
+configs/known_d.yaml (changing only what the check names) and prints one JSON line per
+run, then what the check concludes. Nothing is written outside a temporary folder.
+
+    python scripts/known_d_checks.py threads     # does the result depend on the thread count?
+    python scripts/known_d_checks.py patience    # is the stuck d = 8 seed stopped too early?
+    python scripts/known_d_checks.py mlp-range   # the MLP beyond the sweep's n (its slopes)
+    python scripts/known_d_checks.py waves       # the MLP's slope on a field of 16x the waves
+    python scripts/known_d_checks.py all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from idscaling import known_d as known_d_module
+from idscaling.config import validate_config
+from idscaling.known_d import run_one
+from idscaling.synthetic import make_field
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "known_d.yaml"
+WIDE_N = (8192, 16384, 32768, 65536)
+
+
+def _known_d(**train) -> dict:
+    known_d = validate_config(yaml.safe_load(CONFIG.read_text()))["known_d"]
+    known_d["train"] = {**known_d["train"], **train}
+    return known_d
+
+
+def _run(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, threads: int = 1,
+         **label) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        record = run_one(known_d, d, s, n, seed, estimator, Path(tmp) / "r.json", Path(tmp) / "r.npy",
+                         threads=threads)
+    row = {"d": d, "s": s, "docs": n, "seed": seed, "estimator": estimator, "threads": threads,
+           **label, "excess": record["excess"], "steps": record.get("steps"), "wall_s": round(record["wall_s"], 1)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def threads() -> None:
+    """The same network job at 1 thread twice (the sweep's setting) and at 2 threads."""
+    known_d = _known_d()
+    a, b, c = (_run(known_d, 2, 2.0, 2048, 0, "base", threads=t) for t in (1, 1, 2))
+    print(f"1 thread twice: {'identical' if a['excess'] == b['excess'] else 'DIFFERENT'}; "
+          f"2 threads moves the excess by {c['excess'] / a['excess'] - 1:+.1%}")
+
+
+def patience() -> None:
+    """The d = 8, s = 2 network, seed 1, n = 8192, at the sweep's patience and at twice it."""
+    base = _known_d()["train"]["early_stop_patience"]
+    rows = [_run(_known_d(early_stop_patience=p), 8, 2.0, 8192, 1, "base", patience=p)
+            for p in (base, 2 * base)]
+    print(f"patience {base}: {rows[0]['excess']:.4f} after {rows[0]['steps']} steps; "
+          f"patience {2 * base}: {rows[1]['excess']:.4f} after {rows[1]['steps']} steps")
+
+
+def _slopes(rows: list[dict]) -> str:
+    x = [math.log(r["docs"]) for r in rows]
+    y = [math.log(r["excess"]) for r in rows]
+    local = [-(y[i + 1] - y[i]) / (x[i + 1] - x[i]) for i in range(len(rows) - 1)]
+    whole = -(y[-1] - y[0]) / (x[-1] - x[0])
+    return f"slope {whole:.3f} over n = {rows[0]['docs']}..{rows[-1]['docs']} (local: " + \
+        ", ".join(f"{v:.2f}" for v in local) + ")"
+
+
+def mlp_range() -> None:
+    """The MLP control, seed 0, on n = 8k..64k: with the sweep's recipe at d = 2, s = 1 (does
+    it keep learning?), and with batch 256 and twice the patience at d >= 4 (its slope
+    beyond the sweep's range, against 2s/(2s+d))."""
+    default = _known_d()
+    rows = [_run(default, 2, 1.0, n, 0, "mlp", recipe="sweep") for n in WIDE_N]
+    print(f"d = 2, s = 1, the sweep's recipe: {_slopes(rows)}; theory 0.500")
+    patience = default["train"]["early_stop_patience"]
+    larger = _known_d(batch_size=256, early_stop_patience=2 * patience)
+    for d, s in ((4, 1.0), (4, 2.0), (8, 2.0)):
+        rows = [_run(larger, d, s, n, 0, "mlp", recipe="batch256") for n in WIDE_N]
+        print(f"d = {d}, s = {s:g}, batch 256: {_slopes(rows)}; theory {2 * s / (2 * s + d):.3f}")
+
+
+def waves(factor: int = 16) -> None:
+    """The MLP control at d = 4, s = 2, seed 0, over the sweep's n, on the sweep's field and
+    on one with `factor` times the plane waves per dyadic level (same s): is its steep
+    slope an artifact of a field made of few waves?"""
+    known_d = _known_d()
+    sizes = known_d["docs"]
+    rows = [_run(known_d, 4, 2.0, n, 0, "mlp", waves="default") for n in sizes]
+    print(f"default field: {_slopes(rows)}")
+
+    def more_waves(d, s, seed, levels, **kw):
+        per_level = len(make_field(d, s, seed, levels=levels, **kw).frequencies) // levels
+        return make_field(d, s, seed, levels=levels, modes=factor * per_level, **kw)
+
+    known_d_module.make_field = more_waves
+    try:
+        rows = [_run(known_d, 4, 2.0, n, 0, "mlp", waves=f"{factor}x") for n in sizes]
+    finally:
+        known_d_module.make_field = make_field
+    print(f"{factor}x the waves: {_slopes(rows)}; theory 0.500")
+
+
+CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range, "waves": waves}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("check", choices=[*CHECKS, "all"])
+    args = parser.parse_args()
+    for name, check in CHECKS.items():
+        if args.check in (name, "all"):
+            check()
+
+
+if __name__ == "__main__":
+    main()
