@@ -158,6 +158,8 @@ def test_known_d_alone_validates_with_defaults():
     ({"known_d": {"arms": [{"d": 2, "s": 4.0}], "docs": [64, 128, 256]}}, "known_d.arms.0.s"),
     ({"known_d": {"arms": [{"d": 2, "s": 1.0, "tau": 2}], "docs": [64, 128, 256]}}, "known_d.arms.0.tau"),
     ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128]}}, "known_d.docs"),
+    ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128, 256], "seeds": [0, 1],
+                  "width_seeds": [2]}}, "known_d.width_seeds"),
 ])
 def test_bad_known_d_config_names_the_key(config, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
@@ -170,9 +172,10 @@ def test_known_d_config_dry_run(tmp_path):
     config = load_config(workdir / "configs" / "known_d.yaml")["known_d"]
     arms, sizes, seeds = len(config["arms"]), len(config["docs"]), len(config["seeds"])
     ref_sizes = len(set(config["docs"]) | set(config.get("reference_docs") or []))
-    # every seed: a network, an MLP and a reference per size; the first seed: a 2x-wide
+    wide_seeds = len(config.get("width_seeds") or config["seeds"])
+    # every seed: a network, an MLP and a reference per size; every width seed: a 2x-wide
     # network and MLP at the largest size
-    assert jobs["known_d_run"] == arms * (seeds * (2 * sizes + ref_sizes) + 2)
+    assert jobs["known_d_run"] == arms * (seeds * (2 * sizes + ref_sizes) + 2 * wide_seeds)
     assert jobs["known_d_laws"] == 1
     assert "train" not in jobs and "corpus" not in jobs
 

@@ -135,6 +135,10 @@ def _check_semantics(config: dict) -> None:
         stray = sorted(set(known_d["width_docs"]) - set(known_d["docs"]))
         raise ConfigError(f"config: known_d.width_docs: {stray} not in known_d.docs "
                           "(the wide control pairs with the network at the same sizes)")
+    if known_d and known_d.get("width_seeds") and not set(known_d["width_seeds"]) <= set(known_d["seeds"]):
+        stray = sorted(set(known_d["width_seeds"]) - set(known_d["seeds"]))
+        raise ConfigError(f"config: known_d.width_seeds: {stray} not in known_d.seeds "
+                          "(the wide control pairs with the network at the same seeds)")
     if config["corpora"]:
         for key in ("models", "data_tokens"):
             if not config.get(key):

@@ -39,9 +39,9 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         sizes = f.docs.to_numpy(dtype=float)
         # per-seed points, then the seed means as lines
         for est, color, label in (("base", COLORS["network"], LABELS["network"]),
-                                  ("wide", COLORS["wide"], "network, 2x width (seed 0)"),
+                                  ("wide", COLORS["wide"], "network, 2x width"),
                                   ("mlp", COLORS["mlp"], LABELS["mlp"]),
-                                  ("mlp_wide", COLORS["mlp_wide"], "MLP, 2x width (seed 0)"),
+                                  ("mlp_wide", COLORS["mlp_wide"], "MLP, 2x width"),
                                   ("reference", COLORS["reference"], LABELS["reference"])):
             e = sel[sel.estimator == est]
             if e.empty:

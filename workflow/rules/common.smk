@@ -272,11 +272,12 @@ def known_d_records():
     runs = []
     reference_docs = sorted(set(kd["docs"]) | set(kd["reference_docs"] or []))
     width_docs = kd["width_docs"] or [max(kd["docs"])]
+    width_seeds = kd["width_seeds"] or kd["seeds"]
     for arm in known_d_arms():
-        for i, seed in enumerate(kd["seeds"]):
+        for seed in kd["seeds"]:
             learners = ["base"] + (["mlp"] if kd["mlp_control"] else [])
             runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in learners]
-            if kd["width_control"] and i == 0:
+            if kd["width_control"] and seed in width_seeds:
                 wide = ["wide"] + (["mlp_wide"] if kd["mlp_control"] else [])
                 runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in width_docs for e in wide]
             runs += [f"results/known_d/{arm}/n{n}/s{seed}/reference.json" for n in reference_docs]
