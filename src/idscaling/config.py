@@ -130,15 +130,12 @@ def _check_schema(config: dict, schema: dict) -> None:
 def _check_semantics(config: dict) -> None:
     if not config["corpora"] and not config.get("known_d"):
         raise ConfigError("config: nothing to run: give corpora, known_d, or both")
-    known_d = config.get("known_d")
-    if known_d and known_d.get("width_docs") and not set(known_d["width_docs"]) <= set(known_d["docs"]):
-        stray = sorted(set(known_d["width_docs"]) - set(known_d["docs"]))
-        raise ConfigError(f"config: known_d.width_docs: {stray} not in known_d.docs "
-                          "(the wide control pairs with the network at the same sizes)")
-    if known_d and known_d.get("width_seeds") and not set(known_d["width_seeds"]) <= set(known_d["seeds"]):
-        stray = sorted(set(known_d["width_seeds"]) - set(known_d["seeds"]))
-        raise ConfigError(f"config: known_d.width_seeds: {stray} not in known_d.seeds "
-                          "(the wide control pairs with the network at the same seeds)")
+    known_d = config.get("known_d") or {}
+    for key, of, what in (("width_docs", "docs", "sizes"), ("width_seeds", "seeds", "seeds")):
+        stray = sorted(set(known_d.get(key) or ()) - set(known_d.get(of) or ()))
+        if stray:
+            raise ConfigError(f"config: known_d.{key}: {stray} not in known_d.{of} "
+                              f"(the wide control pairs with the network at the same {what})")
     if config["corpora"]:
         for key in ("models", "data_tokens"):
             if not config.get(key):

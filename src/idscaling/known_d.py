@@ -152,8 +152,13 @@ def entropy(p: np.ndarray) -> np.ndarray:
 
 def kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """KL(p_i || q_i) per row, exact (0 log 0 = 0)."""
+    return kl_from_log(p, np.log(q))
+
+
+def kl_from_log(p: np.ndarray, logq: np.ndarray) -> np.ndarray:
+    """KL(p || q) over the last axis from log q (a model's log-softmax), broadcasting."""
     logp = np.log(p, where=p > 0, out=np.zeros_like(p))
-    return np.sum(p * (logp - np.log(q)), axis=1)
+    return np.sum(p * (logp - logq), axis=-1)
 
 
 # ------------------------------------------------------------------------ reference
@@ -239,9 +244,7 @@ def network_excess(model: GPT, task: Task, eval_z: np.ndarray, eval_symbols: np.
     out = np.empty(len(eval_z))
     for i in range(0, len(tokens), 1024):
         logq = torch.log_softmax(_symbol_logits(model, tokens[i:i + 1024], task).double(), dim=-1).numpy()
-        pi = p[i:i + 1024, None, :]
-        logp = np.log(pi, where=pi > 0, out=np.zeros_like(pi))
-        out[i:i + 1024] = np.sum(pi * (logp - logq), axis=2).mean(axis=1)
+        out[i:i + 1024] = kl_from_log(p[i:i + 1024, None, :], logq).mean(axis=1)
     model.train()
     return out
 
@@ -407,8 +410,7 @@ def train_mlp(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     model.eval()
     with torch.no_grad():
         logq = torch.log_softmax(model(_seen_coordinates(task, eval_z)).double(), dim=-1).numpy()
-    p = task.probs(eval_z)
-    excess = np.sum(p * (np.log(p, where=p > 0, out=np.zeros_like(p)) - logq), axis=1)
+    excess = kl_from_log(task.probs(eval_z), logq)
     return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
                          best_val_loss=fit.best_val_loss, converged=fit.converged,
                          wall_s=time.perf_counter() - start,
