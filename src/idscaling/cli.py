@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s", required=True, type=float)
     p.add_argument("--docs", required=True, type=int)
     p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--estimator", required=True, help="base, wide, mlp or reference")
+    p.add_argument("--estimator", required=True, help="one of idscaling.known_d.ESTIMATORS")
     p.add_argument("--options", required=True, type=_json, help="the known_d section as JSON")
     p.add_argument("--out", required=True, type=Path, help="the record (.json); the excess goes beside it (.npy)")
     p.add_argument("--threads", type=int, default=None)
