@@ -6,7 +6,7 @@ import torch
 
 from idscaling.errors import ConfigError
 from idscaling.known_d import (Task, entropy, kl, knn_reference, network_excess, run_one, train_mlp,
-                               _symbol_loss)
+                               _document_loss, _symbol_logits)
 from idscaling.model import GPT, GPTConfig
 from idscaling.schedule import TrainSettings
 
@@ -17,8 +17,8 @@ def task():
 
 
 class Oracle(torch.nn.Module):
-    """A 'model' that reads z back from the coordinate tokens and answers log p_z there,
-    plus an optional perturbation of its logits."""
+    """A 'model' that reads z back from the coordinate tokens and answers log p_z after the
+    last of them, plus an optional perturbation of its logits."""
 
     def __init__(self, task, perturb=0.0):
         super().__init__()
@@ -26,18 +26,19 @@ class Oracle(torch.nn.Module):
 
     def forward(self, idx):
         t = self.task
-        digits = idx[:, :t.coord_tokens].reshape(len(idx), t.d + 1, t.digits).numpy()
+        digits = idx.reshape(len(idx), t.d + 1, t.digits).numpy()
         q = (digits * t.base ** np.arange(t.digits - 1, -1, -1)).sum(axis=2)
         p = t.probs(t.dequantise(q))
         logits = np.log(p) + self.perturb * np.sin(np.arange(t.vocab))[None, :]
-        out = np.full((len(idx), idx.shape[1], t.n_tokens), -1e4)  # coordinate ids never predicted
-        out[:, :, t.base:] = logits[:, None, :]
+        out = np.zeros((len(idx), idx.shape[1], t.n_tokens))  # earlier positions: wrong on purpose
+        out[:, -1, :t.base] = -1e4  # coordinate ids never predicted
+        out[:, -1, t.base:] = logits
         return torch.from_numpy(out), None
 
 
 def test_excess_of_the_bayes_predictor_is_its_quantisation_cost_and_tiny(task):
-    z, symbols = task.eval_points(512)
-    excess = network_excess(Oracle(task), task, z, symbols)
+    z, _ = task.eval_points(512)
+    excess = network_excess(Oracle(task), task, z)
     assert np.allclose(excess.mean(), task.quantisation_excess(z), rtol=1e-9, atol=1e-15)
     assert excess.mean() < 1e-5
     # with z given exactly the Bayes predictor has excess exactly 0
@@ -45,8 +46,8 @@ def test_excess_of_the_bayes_predictor_is_its_quantisation_cost_and_tiny(task):
 
 
 def test_excess_of_a_perturbed_predictor_is_the_kl_it_should_be(task):
-    z, symbols = task.eval_points(512)
-    excess = network_excess(Oracle(task, perturb=0.3), task, z, symbols)
+    z, _ = task.eval_points(512)
+    excess = network_excess(Oracle(task, perturb=0.3), task, z)
     p = task.probs(task.dequantise(task.quantise(z)))
     q = p * np.exp(0.3 * np.sin(np.arange(task.vocab)))
     q /= q.sum(axis=1, keepdims=True)
@@ -59,6 +60,7 @@ def test_encoding_puts_z_within_one_bin(task):
     z, symbols = task.documents(0, 300)
     tokens = task.encode(z, symbols)
     assert tokens.shape == (300, task.doc_len)
+    np.testing.assert_array_equal(tokens[:, :task.coord_tokens], task.coordinates(z))
     assert tokens[:, :task.coord_tokens].max() < task.base
     np.testing.assert_array_equal(tokens[:, task.coord_tokens:], symbols + task.base)
     bin_width = 2.0 / task.base ** task.digits
@@ -80,22 +82,25 @@ def test_symbols_follow_p_z(task):
     np.testing.assert_allclose(freq, task.probs(z[:1])[0], atol=0.01)
 
 
-def test_the_loss_scores_only_symbol_tokens(task):
+def test_the_network_predicts_every_symbol_from_z_among_symbols_only(task):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=task.n_tokens, n_layer=1, n_embd=16, n_head=2, context=task.doc_len - 1))
-    tokens = torch.from_numpy(task.encode(*task.documents(0, 8)))
-    logits, _ = model(tokens[:, :-1])
-    targets = tokens[:, 1:]
-    is_symbol = torch.arange(1, task.doc_len) >= task.coord_tokens
-    full = torch.nn.functional.cross_entropy(logits[:, is_symbol].reshape(-1, task.n_tokens),
-                                             targets[:, is_symbol].reshape(-1))
-    # symbols compete only with symbols: the restricted softmax is what the theory scores
-    restricted = torch.nn.functional.cross_entropy(
-        logits[:, is_symbol][..., task.base:].reshape(-1, task.vocab),
-        (targets[:, is_symbol] - task.base).reshape(-1))
-    loss = _symbol_loss(model, tokens, task)
-    assert torch.allclose(loss, restricted, atol=1e-6)
+    model = GPT(GPTConfig(vocab_size=task.n_tokens, n_layer=1, n_embd=16, n_head=2, context=task.coord_tokens))
+    z, symbols = task.documents(0, 8)
+    coords = torch.from_numpy(task.coordinates(z))
+    logits, _ = model(coords)
+    symbols = torch.from_numpy(symbols)
+    # every symbol of a document is scored against the one law read from z, after the last
+    # coordinate token; symbols compete only with symbols
+    after_z = logits[:, -1, task.base:]
+    expected = torch.nn.functional.cross_entropy(after_z.repeat_interleave(task.symbols, 0), symbols.reshape(-1))
+    loss = _document_loss(_symbol_logits(model, coords, task), symbols)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    full = torch.nn.functional.cross_entropy(logits[:, -1].repeat_interleave(task.symbols, 0),
+                                             symbols.reshape(-1) + task.base)
     assert not torch.allclose(loss, full, atol=1e-3)
+    earlier = torch.nn.functional.cross_entropy(logits[:, -2, task.base:].repeat_interleave(task.symbols, 0),
+                                                symbols.reshape(-1))
+    assert not torch.allclose(loss, earlier, atol=1e-3)
 
 
 def test_reference_learns_at_the_theorys_rate_for_d1():

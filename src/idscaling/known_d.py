@@ -11,8 +11,12 @@ predicts. Because the generator is known, every estimate q is scored exactly:
 
 Three estimators learn from the same n documents:
 
-* the network: a GPT (`idscaling.model`) trained on the documents with the loss on the
-  symbol tokens only (the coordinate tokens are its input), plateau-then-anneal;
+* the network: a GPT (`idscaling.model`) that reads the coordinate tokens and, after the
+  last of them, predicts every symbol of the document (the loss is on the symbols only),
+  trained plateau-then-anneal. The symbols are i.i.d. given z, so an earlier symbol tells
+  the Bayes predictor nothing; a network that read them could infer p_z in context, and
+  its excess would mix that with the regression z -> p_z that the theory is about. Read
+  from z alone, it is an estimator of the same kind as the other two;
 * the reference: k-nearest-neighbour frequencies on the observed z, k chosen by the exact
   excess on held-out points. It is rate-optimal for s <= 1 and shows what rate the data
   allow at the sizes of the sweep;
@@ -44,7 +48,7 @@ from scipy.spatial import cKDTree
 
 from idscaling.errors import ConfigError
 from idscaling.synthetic import make_field, uniform_sphere
-from idscaling.model import GPT, GPTConfig, cross_entropy
+from idscaling.model import GPT, GPTConfig
 from idscaling.schedule import TrainSettings, cooldown_after, lr_at
 from idscaling.train import make_optimizer, optimizer_step
 
@@ -121,11 +125,16 @@ class Task:
         z = (q + 0.5) / self.base ** self.digits * 2.0 - 1.0
         return z / np.linalg.norm(z, axis=1, keepdims=True)
 
-    def encode(self, z: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    def coordinates(self, z: np.ndarray) -> np.ndarray:
+        """The coordinate tokens of each point, (n, coord_tokens): what the network reads."""
         q = self.quantise(z)
         powers = self.base ** np.arange(self.digits - 1, -1, -1)
         coord = (q[:, :, None] // powers) % self.base  # (n, d+1, digits), most significant first
-        return np.concatenate([coord.reshape(len(z), -1), symbols + self.base], axis=1)
+        return coord.reshape(len(z), -1)
+
+    def encode(self, z: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """Whole documents: the coordinate tokens, then the symbols."""
+        return np.concatenate([self.coordinates(z), symbols + self.base], axis=1)
 
     def documents(self, seed: int, n: int, stream: int = _TRAIN) -> tuple[np.ndarray, np.ndarray]:
         """(z, symbols) of the first n documents of a seed's stream; nested in n."""
@@ -217,47 +226,43 @@ class NetworkResult:
     ids: dict  # state name -> k -> MLE intrinsic dimension
 
 
-def _symbol_logits(model: GPT, tokens: torch.Tensor, task: Task) -> torch.Tensor:
-    """Logits over the V symbols at each symbol position: (n, R, V)."""
-    logits, _ = model(tokens[:, :-1])
-    return logits[:, task.coord_tokens - 1:, task.base:]
+def _symbol_logits(model: GPT, coords: torch.Tensor, task: Task) -> torch.Tensor:
+    """The network's logits over the V symbols once it has read z: (n, V)."""
+    logits, _ = model(coords)
+    return logits[:, -1, task.base:task.base + task.vocab]
 
 
-def _symbol_loss(model, tokens, task) -> torch.Tensor:
-    logits = _symbol_logits(model, tokens, task)
-    targets = tokens[:, task.coord_tokens:] - task.base
-    return cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1))
+def _document_loss(logits: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
+    """Mean −log q(symbol) over the documents' R symbols, q = softmax(logits) per document."""
+    return -torch.log_softmax(logits, dim=-1).gather(1, symbols).mean()
 
 
-def _mean_loss(model, tokens, task, batch=1024) -> float:
-    total = sum(_symbol_loss(model, tokens[i:i + batch], task).item() * len(tokens[i:i + batch])
-                for i in range(0, len(tokens), batch))
-    return total / len(tokens)
+def _mean_loss(model, coords, symbols, task, batch=1024) -> float:
+    total = sum(_document_loss(_symbol_logits(model, coords[i:i + batch], task), symbols[i:i + batch]).item()
+                * len(coords[i:i + batch]) for i in range(0, len(coords), batch))
+    return total / len(coords)
 
 
 @torch.no_grad()
-def network_excess(model: GPT, task: Task, eval_z: np.ndarray, eval_symbols: np.ndarray) -> np.ndarray:
-    """E_r KL(p_z || q_r) per held-out point, q_r the network's law at symbol position r."""
+def network_excess(model: GPT, task: Task, eval_z: np.ndarray) -> np.ndarray:
+    """KL(p_z || q_z) per held-out point, q_z the network's law after reading z."""
     model.eval()
-    tokens = torch.from_numpy(task.encode(eval_z, eval_symbols))
-    p = task.probs(eval_z)
-    out = np.empty(len(eval_z))
-    for i in range(0, len(tokens), 1024):
-        logq = torch.log_softmax(_symbol_logits(model, tokens[i:i + 1024], task).double(), dim=-1).numpy()
-        out[i:i + 1024] = kl_from_log(p[i:i + 1024, None, :], logq).mean(axis=1)
+    coords = torch.from_numpy(task.coordinates(eval_z))
+    logq = np.concatenate([torch.log_softmax(_symbol_logits(model, coords[i:i + 1024], task).double(), -1).numpy()
+                           for i in range(0, len(coords), 1024)])
     model.train()
-    return out
+    return kl_from_log(task.probs(eval_z), logq)
 
 
 ID_KS = (10, 20, 40, 80)
 
 
 @torch.no_grad()
-def model_states(model: GPT, task: Task, z: np.ndarray, symbols: np.ndarray) -> dict[str, np.ndarray]:
-    """What the network holds where it has read all of z and predicts the first symbol:
-    the output of each block, and its centred log-probabilities over the symbols."""
+def model_states(model: GPT, task: Task, z: np.ndarray) -> dict[str, np.ndarray]:
+    """What the network holds where it has read all of z and predicts the symbols: the
+    output of each block, and its centred log-probabilities over the symbols."""
     model.eval()
-    tokens = torch.from_numpy(task.encode(z, symbols))[:, :task.coord_tokens]
+    tokens = torch.from_numpy(task.coordinates(z))
     tr = model.transformer
     x = tr.wte(tokens) + tr.wpe(torch.arange(tokens.shape[1]))
     states = {}
@@ -346,21 +351,21 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
 
 
 def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                  eval_points: tuple[np.ndarray, np.ndarray], shape: dict, s: TrainSettings, seed: int,
+                  eval_z: np.ndarray, shape: dict, s: TrainSettings, seed: int,
                   *, threads: int | None = None) -> NetworkResult:
-    """Train a GPT on the documents (`_fit`), the loss on the symbol tokens only; score it."""
+    """Train a GPT on the documents (`_fit`): it reads the coordinate tokens and is scored
+    on the symbols; score it on `eval_z`."""
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=task.n_tokens, context=task.doc_len - 1, dropout=s.dropout, **shape)
-    model = GPT(cfg)
-    data = torch.from_numpy(task.encode(*train))
-    val_tokens = torch.from_numpy(task.encode(*val))
-    fit = _fit(model, lambda idx: _symbol_loss(model, data[idx], task),
-               lambda: _mean_loss(model, val_tokens, task), len(data), s, seed)
-    excess = network_excess(model, task, *eval_points)
-    ids = id_profile(model_states(model, task, *eval_points))
+    model = GPT(GPTConfig(vocab_size=task.n_tokens, context=task.coord_tokens, dropout=s.dropout, **shape))
+    coords, symbols = torch.from_numpy(task.coordinates(train[0])), torch.from_numpy(train[1])
+    val_coords, val_symbols = torch.from_numpy(task.coordinates(val[0])), torch.from_numpy(val[1])
+    fit = _fit(model, lambda idx: _document_loss(_symbol_logits(model, coords[idx], task), symbols[idx]),
+               lambda: _mean_loss(model, val_coords, val_symbols, task), len(coords), s, seed)
+    excess = network_excess(model, task, eval_z)
+    ids = id_profile(model_states(model, task, eval_z))
     return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
                          best_val_loss=fit.best_val_loss, converged=fit.converged,
                          wall_s=time.perf_counter() - start,
@@ -388,12 +393,6 @@ def _seen_coordinates(task: Task, z: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(task.dequantise(task.quantise(z))).float()
 
 
-def _mlp_loss(model, z, symbols, task) -> torch.Tensor:
-    """The symbol loss of the GPT's, per document: mean −log q over its R symbols."""
-    logits = model(z)[:, None, :].expand(-1, symbols.shape[1], -1)
-    return cross_entropy(logits.reshape(-1, task.vocab), symbols.reshape(-1))
-
-
 def train_mlp(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
               eval_z: np.ndarray, shape: dict, s: TrainSettings, seed: int,
               *, threads: int | None = None) -> NetworkResult:
@@ -405,8 +404,8 @@ def train_mlp(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     model = CoordinateMLP(task.d, task.vocab, **shape)
     z, symbols = _seen_coordinates(task, train[0]), torch.from_numpy(train[1])
     val_z, val_symbols = _seen_coordinates(task, val[0]), torch.from_numpy(val[1])
-    fit = _fit(model, lambda idx: _mlp_loss(model, z[idx], symbols[idx], task),
-               lambda: _mlp_loss(model, val_z, val_symbols, task).item(), len(z), s, seed)
+    fit = _fit(model, lambda idx: _document_loss(model(z[idx]), symbols[idx]),
+               lambda: _document_loss(model(val_z), val_symbols).item(), len(z), s, seed)
     model.eval()
     with torch.no_grad():
         logq = torch.log_softmax(model(_seen_coordinates(task, eval_z)).double(), dim=-1).numpy()
@@ -441,7 +440,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
     if estimator not in ESTIMATORS:
         raise ConfigError(f"known_d: unknown estimator {estimator!r}: {', '.join(ESTIMATORS)}")
     task = task_from_config(known_d, d, s)
-    eval_z, eval_symbols = task.eval_points(known_d["eval_points"])
+    eval_z, _ = task.eval_points(known_d["eval_points"])
     tune = task.documents(seed, known_d["tune_docs"], _TUNE)
     train = task.documents(seed, n)
     record = {"arm": arm_name(d, s), "d": d, "s": float(s), "docs": n, "seed": seed,
@@ -467,8 +466,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
             shape = dict(known_d["model"])
             if estimator == "wide":
                 shape["n_embd"] *= 2
-            net = train_network(task, train, tune, (eval_z, eval_symbols), shape, settings, seed,
-                                threads=threads)
+            net = train_network(task, train, tune, eval_z, shape, settings, seed, threads=threads)
         excess = net.excess
         record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
                       best_step=net.best_step,
