@@ -7,6 +7,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py threads     # does the result depend on the thread count?
     python scripts/known_d_checks.py patience    # is the stuck d = 8 seed stopped too early?
     python scripts/known_d_checks.py mlp-range   # the MLP beyond the sweep's n (its slopes)
+    python scripts/known_d_checks.py network-range  # the network beyond the sweep's n
     python scripts/known_d_checks.py waves       # the MLP's slope on a field of 16x the waves
     python scripts/known_d_checks.py all
 """
@@ -42,7 +43,7 @@ def _run(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, thr
         record = run_one(known_d, d, s, n, seed, estimator, Path(tmp) / "r.json", Path(tmp) / "r.npy",
                          threads=threads)
     row = {"d": d, "s": s, "docs": n, "seed": seed, "estimator": estimator, "threads": threads,
-           **label, "excess": record["excess"], "steps": record.get("steps"), "wall_s": round(record["wall_s"], 1)}
+           **label, "excess": record["excess"], "steps": record.get("steps"), "wall_s": round(record.get("wall_s", 0.0), 1)}
     print(json.dumps(row), flush=True)
     return row
 
@@ -87,6 +88,22 @@ def mlp_range() -> None:
         print(f"d = {d}, s = {s:g}, batch 256: {_slopes(rows)}; theory {2 * s / (2 * s + d):.3f}")
 
 
+def network_range() -> None:
+    """The network, seed 0, d = 2, s = 1, on n = 8k..64k, with the sweep's recipe (does it
+    keep learning beyond the sweep's n?) and with two recipes of less gradient noise: a
+    third of the learning rate, and batch 256; both with twice the patience."""
+    default = _known_d()
+    patience = 2 * default["train"]["early_stop_patience"]
+    recipes = {"sweep": default, "lr 1e-3": _known_d(lr=1e-3, early_stop_patience=patience),
+               "batch 256": _known_d(batch_size=256, early_stop_patience=patience)}
+    rows = [_run(default, 2, 1.0, n, 0, "reference") for n in WIDE_N]
+    print(f"d = 2, s = 1, the reference: {_slopes(rows)}")
+    for name, known_d in recipes.items():
+        rows = [_run(known_d, 2, 1.0, n, 0, "base", recipe=name) for n in WIDE_N]
+        print(f"d = 2, s = 1, {name}: {_slopes(rows)}; theory 0.500; "
+              f"excess at n = {WIDE_N[-1]}: {rows[-1]['excess']:.4f} after {rows[-1]['steps']} steps")
+
+
 def waves(factor: int = 16) -> None:
     """The MLP control at d = 4, s = 2, seed 0, over the sweep's n, on the sweep's field and
     on one with `factor` times the plane waves per dyadic level (same s): is its steep
@@ -108,7 +125,8 @@ def waves(factor: int = 16) -> None:
     print(f"{factor}x the waves: {_slopes(rows)}; theory 0.500")
 
 
-CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range, "waves": waves}
+CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
+          "network-range": network_range, "waves": waves}
 
 
 def main() -> None:
