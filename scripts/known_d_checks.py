@@ -8,6 +8,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py patience    # is the stuck d = 8 seed stopped too early?
     python scripts/known_d_checks.py mlp-range   # the MLP beyond the sweep's n (its slopes)
     python scripts/known_d_checks.py network-range  # the network beyond the sweep's n
+    python scripts/known_d_checks.py stuck       # the sweep's stuck network runs at a lower lr
     python scripts/known_d_checks.py waves       # the MLP's slope on a field of 16x the waves
     python scripts/known_d_checks.py all
 """
@@ -104,6 +105,19 @@ def network_range() -> None:
               f"excess at n = {WIDE_N[-1]}: {rows[-1]['excess']:.4f} after {rows[-1]['steps']} steps")
 
 
+def stuck() -> None:
+    """The two network runs of the sweep that stuck at a plateau (n = 8192, seed 2, at d = 4,
+    s = 1 and d = 8, s = 2), with the sweep's recipe and with a third of its learning rate
+    and twice its patience."""
+    default = _known_d()
+    lower = _known_d(lr=1e-3, early_stop_patience=2 * default["train"]["early_stop_patience"])
+    for d, s in ((4, 1.0), (8, 2.0)):
+        a, b = (_run(known_d, d, s, 8192, 2, "base", recipe=name)
+                for name, known_d in (("sweep", default), ("lr 1e-3", lower)))
+        print(f"d = {d}, s = {s:g}, n = 8192, seed 2: the sweep's recipe {a['excess']:.4f} after "
+              f"{a['steps']} steps; lr 1e-3 {b['excess']:.4f} after {b['steps']} steps")
+
+
 def waves(factor: int = 16) -> None:
     """The MLP control at d = 4, s = 2, seed 0, over the sweep's n, on the sweep's field and
     on one with `factor` times the plane waves per dyadic level (same s): is its steep
@@ -126,7 +140,7 @@ def waves(factor: int = 16) -> None:
 
 
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
-          "network-range": network_range, "waves": waves}
+          "network-range": network_range, "stuck": stuck, "waves": waves}
 
 
 def main() -> None:
