@@ -237,12 +237,6 @@ def _document_loss(logits: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
     return -torch.log_softmax(logits, dim=-1).gather(1, symbols).mean()
 
 
-def _mean_loss(model, coords, symbols, task, batch=1024) -> float:
-    total = sum(_document_loss(_symbol_logits(model, coords[i:i + batch], task), symbols[i:i + batch]).item()
-                * len(coords[i:i + batch]) for i in range(0, len(coords), batch))
-    return total / len(coords)
-
-
 @torch.no_grad()
 def network_excess(model: GPT, task: Task, eval_z: np.ndarray) -> np.ndarray:
     """KL(p_z || q_z) per held-out point, q_z the network's law after reading z."""
@@ -363,7 +357,8 @@ def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[n
     coords, symbols = torch.from_numpy(task.coordinates(train[0])), torch.from_numpy(train[1])
     val_coords, val_symbols = torch.from_numpy(task.coordinates(val[0])), torch.from_numpy(val[1])
     fit = _fit(model, lambda idx: _document_loss(_symbol_logits(model, coords[idx], task), symbols[idx]),
-               lambda: _mean_loss(model, val_coords, val_symbols, task), len(coords), s, seed)
+               lambda: _document_loss(_symbol_logits(model, val_coords, task), val_symbols).item(),
+               len(coords), s, seed)
     excess = network_excess(model, task, eval_z)
     ids = id_profile(model_states(model, task, eval_z))
     return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
