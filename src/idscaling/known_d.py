@@ -302,6 +302,9 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
     when that is sooner (at least every 10 steps), so that a run on few documents stops
     before it overfits.
     """
+    # Weights and Adam moments decay into subnormal floats, which x86 CPUs compute on
+    # many times slower: a width-128 run slowed step by step to four times its start.
+    torch.set_flush_denormal(True)
     optimizer = make_optimizer(model, s, fused=True)
     gen = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(n, generator=gen), 0
