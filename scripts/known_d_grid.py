@@ -53,13 +53,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4, help="runs at a time")
     parser.add_argument("--deadline", type=float, default=None, help="start no job after this many seconds")
     parser.add_argument("--device", default=None, help="torch device (default: the config's known_d.device)")
+    parser.add_argument("--estimators", nargs="+", default=None, help="run only these (and skip the analysis)")
+    parser.add_argument("--docs", nargs="+", type=int, default=None, help="run only these sizes (and skip the analysis)")
     args = parser.parse_args()
 
     known_d = validate_config(yaml.safe_load(args.config.read_text()))["known_d"]
     device = args.device or known_d["device"]
     device = None if device == "auto" else device
     jobs = sorted(sweep_jobs(known_d), key=lambda j: -_WEIGHT[j["estimator"]] * j["docs"])
-    todo = [j for j in jobs if not (args.root / layout.KNOWN_D_RECORD.format(**j)).exists()]
+    todo = [j for j in jobs if not (args.root / layout.KNOWN_D_RECORD.format(**j)).exists()
+            and (args.estimators is None or j["estimator"] in args.estimators)
+            and (args.docs is None or j["docs"] in args.docs)]
     print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} already done; {args.jobs} at a time", flush=True)
 
     start = time.perf_counter()
@@ -85,6 +89,8 @@ def main() -> None:
               + ", ".join(Path(layout.KNOWN_D_RECORD.format(**j)).parent.as_posix() + "/" + j["estimator"]
                           for j in left_out), flush=True)
 
+    if args.estimators or args.docs:
+        sys.exit(1 if left_out else 0)
     from idscaling.known_d_laws import run_known_d_laws
 
     records = [p for j in jobs if (p := args.root / layout.KNOWN_D_RECORD.format(**j)).exists()]
