@@ -1,9 +1,9 @@
 """What flushing subnormal floats saves a known-d training run on the CPU.
 
 Trains the network's wide twin (width 128) of configs/known_d.yaml at d = 4, s = 1,
-n = 8192, seed 1 for `--steps` steps, with subnormals flushed (what `known_d._fit` does)
-and without (the baseline), each `--repeats` times in its own process, and prints the
-median seconds of each and their ratio.
+n = 8192, seed 1 for exactly `--steps` steps (no early stop), with subnormals flushed
+(what `known_d._fit` does) and without (the baseline), each `--repeats` times in its own
+process, and prints the median seconds of each and their ratio.
 
     python bench/known_d_denormals.py [--steps 1600] [--repeats 3]
 """
@@ -11,6 +11,7 @@ median seconds of each and their ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(sys.argv[3]) / "scripts"))
 from known_d_checks import _known_d
 from idscaling.known_d import run_one
 with tempfile.TemporaryDirectory() as tmp:
-    r = run_one(_known_d(max_steps=int(sys.argv[2])), 4, 1.0, 8192, 1, "wide",
+    r = run_one(_known_d(max_steps=int(sys.argv[2]), early_stop_patience=10**6), 4, 1.0, 8192, 1, "wide",
                 pathlib.Path(tmp) / "r.json", pathlib.Path(tmp) / "r.npy", threads=1)
 print(json.dumps({"wall_s": r["wall_s"], "steps": r["steps"], "excess": r["excess"]}))
 """
@@ -35,7 +36,10 @@ print(json.dumps({"wall_s": r["wall_s"], "steps": r["steps"], "excess": r["exces
 def seconds(mode: str, steps: int) -> float:
     out = subprocess.run([sys.executable, "-c", RUN, mode, str(steps), str(REPO)], check=True,
                          capture_output=True, text=True).stdout
-    return float(__import__("json").loads(out.strip().splitlines()[-1])["wall_s"])
+    record = json.loads(out.strip().splitlines()[-1])
+    if record["steps"] != steps:
+        raise RuntimeError(f"the {mode} run took {record['steps']} steps, not {steps}")
+    return float(record["wall_s"])
 
 
 def main() -> None:
