@@ -166,16 +166,18 @@ def test_bad_known_d_config_names_the_key(config, needle):
         validate_config(config)
 
 
-def test_known_d_config_dry_run(tmp_path):
+@pytest.mark.parametrize("name", ["known_d.yaml", "known_d_gpu.yaml"])
+def test_known_d_config_dry_run(tmp_path, name):
     workdir = copy_workflow(tmp_path)
-    jobs = planned_jobs(workdir, "--configfile", "configs/known_d.yaml")
-    config = load_config(workdir / "configs" / "known_d.yaml")["known_d"]
+    jobs = planned_jobs(workdir, "--configfile", f"configs/{name}")
+    config = load_config(workdir / "configs" / name)["known_d"]
     arms, sizes, seeds = len(config["arms"]), len(config["docs"]), len(config["seeds"])
     ref_sizes = len(set(config["docs"]) | set(config.get("reference_docs") or []))
     wide_seeds = len(config.get("width_seeds") or config["seeds"])
-    # every seed: a network, an MLP and a reference per size; every width seed: a 2x-wide
-    # network and MLP at the largest size
-    assert jobs["known_d_run"] == arms * (seeds * (2 * sizes + ref_sizes) + 2 * wide_seeds)
+    learners = 2 if config.get("mlp_control", True) else 1
+    # every seed: a network, an MLP (when asked for) and a reference per size; every width
+    # seed: a 2x-wide network (and MLP) at the largest size
+    assert jobs["known_d_run"] == arms * (seeds * (learners * sizes + ref_sizes) + learners * wide_seeds)
     assert jobs["known_d_laws"] == 1
     assert "train" not in jobs and "corpus" not in jobs
 

@@ -146,3 +146,11 @@ def test_unknown_estimator_is_named_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown estimator 'knn'.*base, wide, mlp, mlp_wide, reference"):
         run_one({}, 2, 1.0, 64, 0, "knn", out, out.with_suffix(".npy"))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_there_is_named_before_any_work(tmp_path):
+    out = tmp_path / "run.json"
+    with pytest.raises(ConfigError, match="'cuda' asked for, but torch sees no CUDA GPU"):
+        run_one({}, 2, 1.0, 64, 0, "base", out, out.with_suffix(".npy"), device="cuda")
+    assert not list(tmp_path.iterdir())

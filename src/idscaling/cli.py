@@ -219,7 +219,8 @@ def cmd_known_d_run(args) -> None:
     from idscaling.known_d import run_one
 
     run_one(args.options, args.d, args.s, args.docs, args.seed, args.estimator, args.out,
-            args.out.with_suffix(".npy"), threads=args.threads)
+            args.out.with_suffix(".npy"), threads=args.threads,
+            device=None if args.device == "auto" else args.device)
 
 
 def cmd_known_d_laws(args) -> None:
@@ -385,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", required=True, type=_json, help="the known_d section as JSON")
     p.add_argument("--out", required=True, type=Path, help="the record (.json); the excess goes beside it (.npy)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto",
+                   help="torch device of the learners; auto: CUDA when there is one, else the CPU")
     p.set_defaults(func=cmd_known_d_run)
 
     p = sub.add_parser("known-d-laws", help="exponents of the known-dimension sweep, verdicts, figures")

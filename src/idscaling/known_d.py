@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from idscaling.devices import resolve_device
 from idscaling.errors import ConfigError
 from idscaling.synthetic import make_field, uniform_sphere
 from idscaling.model import GPT, GPTConfig
@@ -241,8 +242,8 @@ def _document_loss(logits: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
 def network_excess(model: GPT, task: Task, eval_z: np.ndarray) -> np.ndarray:
     """KL(p_z || q_z) per held-out point, q_z the network's law after reading z."""
     model.eval()
-    coords = torch.from_numpy(task.coordinates(eval_z))
-    logq = np.concatenate([torch.log_softmax(_symbol_logits(model, coords[i:i + 1024], task).double(), -1).numpy()
+    coords = torch.from_numpy(task.coordinates(eval_z)).to(_device_of(model))
+    logq = np.concatenate([torch.log_softmax(_symbol_logits(model, coords[i:i + 1024], task).double(), -1).cpu().numpy()
                            for i in range(0, len(coords), 1024)])
     model.train()
     return kl_from_log(task.probs(eval_z), logq)
@@ -256,15 +257,15 @@ def model_states(model: GPT, task: Task, z: np.ndarray) -> dict[str, np.ndarray]
     """What the network holds where it has read all of z and predicts the symbols: the
     output of each block, and its centred log-probabilities over the symbols."""
     model.eval()
-    tokens = torch.from_numpy(task.coordinates(z))
+    tokens = torch.from_numpy(task.coordinates(z)).to(_device_of(model))
     tr = model.transformer
-    x = tr.wte(tokens) + tr.wpe(torch.arange(tokens.shape[1]))
+    x = tr.wte(tokens) + tr.wpe(torch.arange(tokens.shape[1], device=tokens.device))
     states = {}
     for i, block in enumerate(tr.h):
         x = block(x)
-        states[f"block{i + 1}"] = x[:, -1].double().numpy()
+        states[f"block{i + 1}"] = x[:, -1].double().cpu().numpy()
     logp = torch.log_softmax(model.lm_head(tr.ln_f(x[:, -1]))[:, task.base:task.base + task.vocab].double(), -1)
-    states["logprobs"] = (logp - logp.mean(dim=1, keepdim=True)).numpy()
+    states["logprobs"] = (logp - logp.mean(dim=1, keepdim=True)).cpu().numpy()
     model.train()
     return states
 
@@ -282,6 +283,10 @@ def true_logprobs(task: Task, z: np.ndarray) -> np.ndarray:
     """Centred log p_z: the Bayes predictor's outputs, whose ID is the task's own."""
     logp = np.log(task.probs(z))
     return logp - logp.mean(axis=1, keepdims=True)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 @dataclass
@@ -302,6 +307,9 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
     when that is sooner (at least every 10 steps), so that a run on few documents stops
     before it overfits.
     """
+    # Weights and Adam moments decay into subnormal floats, which x86 CPUs compute on
+    # many times slower: a width-128 run slowed step by step to four times its start.
+    torch.set_flush_denormal(True)
     optimizer = make_optimizer(model, s, fused=True)
     gen = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(n, generator=gen), 0
@@ -315,7 +323,7 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
             group["lr"] = lr
         if pos + batch > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        loss = batch_loss(order[pos:pos + batch])
+        loss = batch_loss(order[pos:pos + batch].to(_device_of(model)))
         pos += batch
         loss.backward()
         optimizer_step(model, optimizer, None, s.grad_clip)
@@ -346,7 +354,7 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
 
 def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                   eval_z: np.ndarray, shape: dict, s: TrainSettings, seed: int,
-                  *, threads: int | None = None) -> NetworkResult:
+                  *, threads: int | None = None, device: torch.device | str = "cpu") -> NetworkResult:
     """Train a GPT on the documents (`_fit`): it reads the coordinate tokens and is scored
     on the symbols; score it on `eval_z`."""
     if threads:
@@ -354,8 +362,9 @@ def train_network(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[n
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=task.n_tokens, context=task.coord_tokens, dropout=s.dropout, **shape))
-    coords, symbols = torch.from_numpy(task.coordinates(train[0])), torch.from_numpy(train[1])
-    val_coords, val_symbols = torch.from_numpy(task.coordinates(val[0])), torch.from_numpy(val[1])
+    model.to(device)
+    coords, symbols = (torch.from_numpy(a).to(device) for a in (task.coordinates(train[0]), train[1]))
+    val_coords, val_symbols = (torch.from_numpy(a).to(device) for a in (task.coordinates(val[0]), val[1]))
     fit = _fit(model, lambda idx: _document_loss(_symbol_logits(model, coords[idx], task), symbols[idx]),
                lambda: _document_loss(_symbol_logits(model, val_coords, task), val_symbols).item(),
                len(coords), s, seed)
@@ -390,20 +399,20 @@ def _seen_coordinates(task: Task, z: np.ndarray) -> torch.Tensor:
 
 def train_mlp(task: Task, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
               eval_z: np.ndarray, shape: dict, s: TrainSettings, seed: int,
-              *, threads: int | None = None) -> NetworkResult:
+              *, threads: int | None = None, device: torch.device | str = "cpu") -> NetworkResult:
     """Train a CoordinateMLP on the same documents with the same loop (`_fit`); score it."""
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = CoordinateMLP(task.d, task.vocab, **shape)
-    z, symbols = _seen_coordinates(task, train[0]), torch.from_numpy(train[1])
-    val_z, val_symbols = _seen_coordinates(task, val[0]), torch.from_numpy(val[1])
+    model = CoordinateMLP(task.d, task.vocab, **shape).to(device)
+    z, symbols = _seen_coordinates(task, train[0]).to(device), torch.from_numpy(train[1]).to(device)
+    val_z, val_symbols = _seen_coordinates(task, val[0]).to(device), torch.from_numpy(val[1]).to(device)
     fit = _fit(model, lambda idx: _document_loss(model(z[idx]), symbols[idx]),
                lambda: _document_loss(model(val_z), val_symbols).item(), len(z), s, seed)
     model.eval()
     with torch.no_grad():
-        logq = torch.log_softmax(model(_seen_coordinates(task, eval_z)).double(), dim=-1).numpy()
+        logq = torch.log_softmax(model(_seen_coordinates(task, eval_z).to(device)).double(), dim=-1).cpu().numpy()
     excess = kl_from_log(task.probs(eval_z), logq)
     return NetworkResult(excess=excess, steps=fit.steps, best_step=fit.best_step,
                          best_val_loss=fit.best_val_loss, converged=fit.converged,
@@ -419,14 +428,33 @@ def arm_name(d: int, s: float) -> str:
     return f"d{d}-s{s:g}"
 
 
+def sweep_jobs(known_d: dict) -> list[dict]:
+    """Every run of a validated known_d section: arm, d, s, docs, seed, estimator."""
+    reference_docs = sorted(set(known_d["docs"]) | set(known_d["reference_docs"] or []))
+    width_docs = known_d["width_docs"] or [max(known_d["docs"])]
+    width_seeds = known_d["width_seeds"] or known_d["seeds"]
+    learners = ["base"] + (["mlp"] if known_d["mlp_control"] else [])
+    wide = ["wide"] + (["mlp_wide"] if known_d["mlp_control"] else [])
+    jobs = []
+    for a in known_d["arms"]:
+        arm = {"arm": arm_name(a["d"], a["s"]), "d": a["d"], "s": float(a["s"])}
+        for seed in known_d["seeds"]:
+            jobs += [{**arm, "docs": n, "seed": seed, "estimator": e} for n in known_d["docs"] for e in learners]
+            if known_d["width_control"] and seed in width_seeds:
+                jobs += [{**arm, "docs": n, "seed": seed, "estimator": e} for n in width_docs for e in wide]
+            jobs += [{**arm, "docs": n, "seed": seed, "estimator": "reference"} for n in reference_docs]
+    return jobs
+
+
 def task_from_config(known_d: dict, d: int, s: float) -> Task:
     keys = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base", "digits")
     return Task(d=d, s=float(s), **{k: known_d[k] for k in keys if k in known_d})
 
 
 def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,
-            *, threads: int | None = None) -> dict:
-    """Train one estimator (`ESTIMATORS`) of an arm on n documents.
+            *, threads: int | None = None, device: str | None = None) -> dict:
+    """Train one estimator (`ESTIMATORS`) of an arm on n documents, the learners on
+    `device` (None: CUDA when there is one, else the CPU; the digits differ between them).
 
     Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
     """
@@ -434,6 +462,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
 
     if estimator not in ESTIMATORS:
         raise ConfigError(f"known_d: unknown estimator {estimator!r}: {', '.join(ESTIMATORS)}")
+    device = resolve_device(device)
     task = task_from_config(known_d, d, s)
     eval_z, _ = task.eval_points(known_d["eval_points"])
     tune = task.documents(seed, known_d["tune_docs"], _TUNE)
@@ -455,15 +484,15 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
             shape = dict(known_d["mlp"])
             if estimator == "mlp_wide":
                 shape["width"] *= 2
-            net = train_mlp(task, train, tune, eval_z, shape, settings, seed, threads=threads)
+            net = train_mlp(task, train, tune, eval_z, shape, settings, seed, threads=threads, device=device)
             shape = {"n_embd": shape["width"], "n_layer": shape["layers"]}
         else:
             shape = dict(known_d["model"])
             if estimator == "wide":
                 shape["n_embd"] *= 2
-            net = train_network(task, train, tune, eval_z, shape, settings, seed, threads=threads)
+            net = train_network(task, train, tune, eval_z, shape, settings, seed, threads=threads, device=device)
         excess = net.excess
-        record.update(n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
+        record.update(device=str(device), n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
                       best_step=net.best_step,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
                       params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)

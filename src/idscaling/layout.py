@@ -16,6 +16,8 @@ from idscaling.errors import DataError
 RUN_DIR = "results/{corpus}/runs/{model}/D{tokens}/s{seed}"
 ID_FILE = "results/{corpus}/intrinsic_dim/{embedder}.json"
 ROBUSTNESS_FILE = "results/{corpus}/id_robustness.json"
+# one run of the known-dimension sweep; its per-point excess is the .npy beside it
+KNOWN_D_RECORD = "results/known_d/{arm}/n{docs}/s{seed}/{estimator}.json"
 
 _FIELDS = {"corpus": r"[^/]+", "model": r"[^/]+", "tokens": r"\d+", "seed": r"\d+",
            "embedder": r"[^/]+"}

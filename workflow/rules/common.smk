@@ -249,6 +249,9 @@ def known_d_run_options(wildcards):
     return as_json({k: v for k, v in config["known_d"].items() if k in keys})
 
 
+# The device goes into the command, not params: like the train engine keys it re-runs nothing.
+KNOWN_D_DEVICE = config["known_d"]["device"] if config.get("known_d") else None
+
 KNOWN_D_LAW_KEYS = ("eval_points", "docs", "reference_docs", "reference_factor", "width_tolerance",
                     "margin", "bootstrap", "level")
 
@@ -266,22 +269,10 @@ def known_d_arm(name):
 
 
 def known_d_records():
+    from idscaling.known_d import sweep_jobs
+
     kd = config.get("known_d")
-    if not kd:
-        return []
-    runs = []
-    reference_docs = sorted(set(kd["docs"]) | set(kd["reference_docs"] or []))
-    width_docs = kd["width_docs"] or [max(kd["docs"])]
-    width_seeds = kd["width_seeds"] or kd["seeds"]
-    for arm in known_d_arms():
-        for seed in kd["seeds"]:
-            learners = ["base"] + (["mlp"] if kd["mlp_control"] else [])
-            runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in kd["docs"] for e in learners]
-            if kd["width_control"] and seed in width_seeds:
-                wide = ["wide"] + (["mlp_wide"] if kd["mlp_control"] else [])
-                runs += [f"results/known_d/{arm}/n{n}/s{seed}/{e}.json" for n in width_docs for e in wide]
-            runs += [f"results/known_d/{arm}/n{n}/s{seed}/reference.json" for n in reference_docs]
-    return runs
+    return [layout.KNOWN_D_RECORD.format(**job) for job in sweep_jobs(kd)] if kd else []
 
 
 def known_d_outputs():

@@ -3,8 +3,8 @@
 
 rule known_d_run:
     output:
-        record="results/known_d/{arm}/n{docs}/s{seed}/{estimator}.json",
-        excess="results/known_d/{arm}/n{docs}/s{seed}/{estimator}.npy",
+        record=layout.KNOWN_D_RECORD,
+        excess=layout.KNOWN_D_RECORD.removesuffix(".json") + ".npy",
     wildcard_constraints:
         arm=r"d\d+-s[0-9.]+",
         estimator="|".join(KNOWN_D_ESTIMATOR_KEYS),
@@ -24,6 +24,7 @@ rule known_d_run:
         "idscaling known-d-run --d {params.d} --s {params.s} --docs {wildcards.docs}"
         " --seed {wildcards.seed} --estimator {wildcards.estimator}"
         " --options {params.options:q} --out {output.record:q} --threads {threads}"
+        " --device {KNOWN_D_DEVICE}"
         + TO_LOG
 
 
