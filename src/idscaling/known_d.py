@@ -286,7 +286,8 @@ def true_logprobs(task: Task, z: np.ndarray) -> np.ndarray:
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 @dataclass
