@@ -8,9 +8,9 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py patience    # is the stuck d = 8 seed stopped too early?
     python scripts/known_d_checks.py mlp-range   # the MLP beyond the sweep's n (its slopes)
     python scripts/known_d_checks.py network-range  # the network beyond the sweep's n
-    python scripts/known_d_checks.py stuck       # the sweep's stuck network runs at a lower lr
+    python scripts/known_d_checks.py stuck       # the sweep's stuck network runs with two other recipes
     python scripts/known_d_checks.py waves       # the MLP's slope on a field of 16x the waves
-    python scripts/known_d_checks.py ridge       # GPU: does the network beat the reference because the field is few waves?
+    python scripts/known_d_checks.py ridge       # does the network beat the reference at d = 8 because the field is few waves?
     python scripts/known_d_checks.py all
 """
 
@@ -114,14 +114,15 @@ def network_range() -> None:
 
 def stuck() -> None:
     """The two network runs that stuck at a plateau in the sweep with lr 3e-3 (n = 8192,
-    seed 2, at d = 4, s = 1 and d = 8, s = 2), with that recipe and with lr 1e-3 and twice
-    the patience."""
-    earlier, lower = _known_d(**EARLIER), _known_d(lr=1e-3, early_stop_patience=8)
+    seed 2, at d = 4, s = 1 and d = 8, s = 2), with that recipe, with lr 1e-3 and twice
+    the patience, and with the GPU sweep's recipe (batch 256, patience 16)."""
+    recipes = {"lr 3e-3, patience 4": _known_d(**EARLIER),
+               "lr 1e-3, patience 8": _known_d(lr=1e-3, early_stop_patience=8),
+               "GPU sweep's": _known_d(CONFIG.with_name("known_d_gpu.yaml"))}
     for d, s in ((4, 1.0), (8, 2.0)):
-        a, b = (_run(known_d, d, s, 8192, 2, "base", recipe=name)
-                for name, known_d in (("lr 3e-3", earlier), ("lr 1e-3", lower)))
-        print(f"d = {d}, s = {s:g}, n = 8192, seed 2: lr 3e-3, patience 4: {a['excess']:.4f} after "
-              f"{a['steps']} steps; lr 1e-3, patience 8: {b['excess']:.4f} after {b['steps']} steps")
+        rows = [_run(known_d, d, s, 8192, 2, "base", recipe=name) for name, known_d in recipes.items()]
+        print(f"d = {d}, s = {s:g}, n = 8192, seed 2: " + "; ".join(
+            f"{name}: {r['excess']:.4f} after {r['steps']} steps" for name, r in zip(recipes, rows)))
 
 
 def waves(factor: int = 16) -> None:
