@@ -309,7 +309,7 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
     before it overfits.
     """
     # Weights and Adam moments decay into subnormal floats, which x86 CPUs compute on
-    # many times slower: a width-128 run slowed step by step to four times its start.
+    # many times slower, so a run would slow step by step (bench/known_d_denormals.py).
     torch.set_flush_denormal(True)
     optimizer = make_optimizer(model, s, fused=True)
     gen = torch.Generator().manual_seed(seed)
