@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import contextlib
-import multiprocessing
-import os
 import json
 import math
+import multiprocessing
+import os
 import tempfile
 from pathlib import Path
 
@@ -154,14 +154,13 @@ def _more_waves(factor: int):
 
 def _waves_job(known_d: dict, factor: int, estimator: str, n: int) -> dict:
     with _more_waves(factor):
-        return _run(known_d, 8, 2.0, n, 0, estimator, device=None, waves=f"{factor}x")
+        return _run(known_d, 8, 2.0, n, 0, estimator, device="auto", waves=f"{factor}x")
 
 
 def ridge(n: int = 16384, factors=(1, 16, 64)) -> None:
     """d = 8, s = 2, seed 0, n documents, with the GPU sweep's recipe (on CUDA if there is
-    one): the
-    network and the reference on the sweep's field and on fields of more plane waves per
-    level (same s), all at once. Each wave varies along one direction of R^(d+1), so a
+    one): the network and the reference on the sweep's field and on fields of more plane
+    waves per level (same s), all at once. Each wave varies along one direction of R^(d+1), so a
     field of few of them is a sum of ridge functions, which a network can learn faster
     than a local average can; if that is why the network beats the reference there, its
     lead shrinks as the waves multiply."""

@@ -59,7 +59,6 @@ def main() -> None:
 
     known_d = validate_config(yaml.safe_load(args.config.read_text()))["known_d"]
     device = args.device or known_d["device"]
-    device = None if device == "auto" else device
     jobs = sorted(sweep_jobs(known_d), key=lambda j: -_WEIGHT[j["estimator"]] * j["docs"])
     todo = [j for j in jobs if not (args.root / layout.KNOWN_D_RECORD.format(**j)).exists()
             and (args.estimators is None or j["estimator"] in args.estimators)

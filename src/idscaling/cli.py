@@ -219,8 +219,7 @@ def cmd_known_d_run(args) -> None:
     from idscaling.known_d import run_one
 
     run_one(args.options, args.d, args.s, args.docs, args.seed, args.estimator, args.out,
-            args.out.with_suffix(".npy"), threads=args.threads,
-            device=None if args.device == "auto" else args.device)
+            args.out.with_suffix(".npy"), threads=args.threads, device=args.device)
 
 
 def cmd_known_d_laws(args) -> None:

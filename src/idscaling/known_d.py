@@ -317,14 +317,14 @@ def _fit(model: torch.nn.Module, batch_loss, val_loss, n: int, s: TrainSettings,
     batch = min(s.batch_size, n)
     every = min(s.eval_every, max(10, math.ceil(2 * n / batch)))
     best, best_state, best_step, bad, cooldown, history = math.inf, None, 0, 0, None, []
-    step = 0
+    step, device = 0, _device_of(model)
     while step < s.max_steps and (cooldown is None or step < sum(cooldown)):
         lr = lr_at(step, s, cooldown)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if pos + batch > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        loss = batch_loss(order[pos:pos + batch].to(_device_of(model)))
+        loss = batch_loss(order[pos:pos + batch].to(device))
         pos += batch
         loss.backward()
         optimizer_step(model, optimizer, None, s.grad_clip)
@@ -453,9 +453,10 @@ def task_from_config(known_d: dict, d: int, s: float) -> Task:
 
 
 def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,
-            *, threads: int | None = None, device: str | None = None) -> dict:
+            *, threads: int | None = None, device: str | None = "auto") -> dict:
     """Train one estimator (`ESTIMATORS`) of an arm on n documents, the learners on
-    `device` (None: CUDA when there is one, else the CPU; the digits differ between them).
+    `device` ("auto" or None: CUDA when there is one, else the CPU; the digits differ
+    between them).
 
     Writes the per-point excess to `out_npy` and a record to `out_json`, both atomically.
     """
@@ -463,7 +464,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
 
     if estimator not in ESTIMATORS:
         raise ConfigError(f"known_d: unknown estimator {estimator!r}: {', '.join(ESTIMATORS)}")
-    device = resolve_device(device)
+    device = resolve_device(None if device == "auto" else device)
     task = task_from_config(known_d, d, s)
     eval_z, _ = task.eval_points(known_d["eval_points"])
     tune = task.documents(seed, known_d["tune_docs"], _TUNE)
