@@ -11,12 +11,15 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py stuck       # the sweep's stuck network runs with two other recipes
     python scripts/known_d_checks.py waves       # the MLP's slope on a field of 16x the waves
     python scripts/known_d_checks.py ridge       # does the network beat the reference at d = 8 because the field is few waves?
+    python scripts/known_d_checks.py ladder      # which level of the field the sweeps' learners are learning
+    python scripts/known_d_checks.py fields      # the learners' slopes on fields of other level structure
     python scripts/known_d_checks.py all
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import concurrent.futures as cf
 import contextlib
 import json
@@ -30,7 +33,7 @@ import yaml
 
 from idscaling import known_d as known_d_module
 from idscaling.config import validate_config
-from idscaling.known_d import run_one
+from idscaling.known_d import level_ladder, run_one, task_from_config
 from idscaling.synthetic import make_field
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "known_d.yaml"
@@ -176,8 +179,53 @@ def ridge(n: int = 16384, factors=(1, 16, 64)) -> None:
               f"ratio {net['excess'] / ref['excess']:.2f}")
 
 
+SWEEPS = {"CPU": CONFIG.parents[1] / "docs" / "known_d_cpu" / "runs.csv",
+          "GPU": CONFIG.parents[1] / "docs" / "known_d_gpu" / "runs.csv"}
+
+
+def _rung(excess: float, ladder) -> str:
+    """Where an excess sits on the ladder: 'j' when between the rungs of knowing levels < j
+    and levels <= j (so level j is being learned)."""
+    below = [j for j, e in enumerate(ladder) if e <= excess]
+    if not below:
+        return f">{len(ladder) - 1}"
+    j = below[0] - 1
+    if j < 0:
+        return "<0"
+    # the fraction of rung j's log drop already made: 0 at its top, 1 at the next rung
+    frac = math.log(ladder[j] / excess) / math.log(ladder[j] / ladder[j + 1])
+    return f"{j + frac:.2f}"
+
+
+def ladder(depth: int = 4) -> None:
+    """For every arm: the excess of a learner that knows exactly the field's first J
+    levels (J = 0..depth), and where the committed sweeps' mean network and reference
+    excess sit on that ladder at each n (a level index: 1.40 = level 1 learned 40% of
+    the way, in log excess). The theory's rate is an envelope over levels: a fit whose
+    excess stays within one rung measures how one level is learned."""
+    known_d = _known_d()
+    runs = {name: list(csv.DictReader(path.open())) for name, path in SWEEPS.items() if path.exists()}
+    for a in known_d["arms"]:
+        d, s = a["d"], float(a["s"])
+        task = task_from_config(known_d, d, s)
+        rungs = level_ladder(task, task.eval_points(known_d["eval_points"])[0], depth)
+        arm = f"d{d}-s{s:g}"
+        print(f"{arm}: knows levels < J, J = 0..{depth}: " + ", ".join(f"{e:.5f}" for e in rungs))
+        for name, rows in runs.items():
+            for estimator in ("base", "reference"):
+                mine = [r for r in rows if r["arm"] == arm and r["estimator"] == estimator]
+                sizes = sorted({int(r["docs"]) for r in mine})
+                if not sizes:
+                    continue
+                means = [sum(float(r["excess"]) for r in mine if int(r["docs"]) == n) /
+                         sum(int(r["docs"]) == n for r in mine) for n in sizes]
+                print(f"  {name} {estimator:>9}: " + ", ".join(
+                    f"n={n} {e:.4f} (level {_rung(e, rungs)})" for n, e in zip(sizes, means)))
+
+
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
-          "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge}
+          "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
+          "ladder": ladder}
 
 
 def main() -> None:

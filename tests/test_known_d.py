@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from idscaling.errors import ConfigError
-from idscaling.known_d import (Task, entropy, kl, knn_reference, network_excess, run_one, train_mlp,
-                               _document_loss, _symbol_logits)
+from idscaling.known_d import (Task, entropy, kl, knn_reference, level_ladder, network_excess, run_one,
+                               task_from_config, train_mlp, _document_loss, _symbol_logits)
 from idscaling.model import GPT, GPTConfig
 from idscaling.schedule import TrainSettings
 
@@ -154,3 +154,24 @@ def test_a_device_that_is_not_there_is_named_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="'cuda' asked for, but torch sees no CUDA GPU"):
         run_one({}, 2, 1.0, 64, 0, "base", out, out.with_suffix(".npy"), device="cuda")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("s", [1.0, 2.0])
+def test_each_rung_of_the_level_ladder_is_the_missing_levels_share(s):
+    # knowing one more level removes 2^(-2s) of the field's missing variance, and the excess
+    # of a small logit error is quadratic in it: neighbouring rungs stand 2^(2s) apart
+    task = Task(d=2, s=s, levels=6)
+    rungs = level_ladder(task, task.eval_points(2048)[0], depth=6)
+    assert np.all(np.diff(rungs) < 0) and rungs[-1] == 0.0
+    ratios = rungs[1:4] / rungs[2:5]
+    assert np.all((ratios > 2 ** (2 * s) / 1.5) & (ratios < 2 ** (2 * s) * 1.5)), ratios
+
+
+def test_config_field_options_reach_the_field():
+    from idscaling.config import validate_config
+    arms = [{"d": 2, "s": 1.0}]
+    known_d = validate_config({"known_d": {"arms": arms, "docs": [64, 128, 256], "levels": 4,
+                                           "max_modes": 40, "level_ratio": 1.5}})["known_d"]
+    field = task_from_config(known_d, 2, 1.0).field
+    np.testing.assert_array_equal(np.bincount(field.level), [12, 27, 40, 40])  # 12 * 1.5^(2j), capped
+    np.testing.assert_allclose(np.unique(field.frequencies), 2.0 * 1.5 ** np.arange(4))

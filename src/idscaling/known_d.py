@@ -72,6 +72,8 @@ class Task:
     temperature: float = 2.0
     noise: float = 0.0
     levels: int = 10
+    max_modes: int | None = None  # None: the same few waves at every level (see make_field)
+    level_ratio: float = 2.0
     base: int = 16
     digits: int = 3
     _field: object = dc_field(default=None, compare=False, repr=False)
@@ -86,7 +88,8 @@ class Task:
         if not self.temperature > 0:
             raise ConfigError(f"known_d.temperature must be positive, got {self.temperature!r}")
         object.__setattr__(self, "_field", make_field(self.d, self.s, self.field_seed,
-                                                      vocab=self.vocab, levels=self.levels))
+                                                      vocab=self.vocab, levels=self.levels,
+                                                      max_modes=self.max_modes, level_ratio=self.level_ratio))
 
     @property
     def field(self):
@@ -104,8 +107,9 @@ class Task:
     def n_tokens(self) -> int:
         return self.base + self.vocab
 
-    def probs(self, z: np.ndarray) -> np.ndarray:
-        logits = self.temperature * self.field(z)
+    def probs(self, z: np.ndarray, field=None) -> np.ndarray:
+        """p_z, the symbol law at each point; under `field` in place of the task's own if given."""
+        logits = self.temperature * (self.field if field is None else field)(z)
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
@@ -154,6 +158,18 @@ class Task:
     def quantisation_excess(self, z: np.ndarray) -> float:
         """E KL(p_z || p_ẑ): what the Bayes predictor loses by seeing z only through tokens."""
         return float(kl(self.probs(z), self.probs(self.dequantise(self.quantise(z)))).mean())
+
+
+def level_ladder(task: Task, z: np.ndarray, depth: int = 5) -> np.ndarray:
+    """E KL(p_z || p_z under the field's coarsest J levels) at `z`, for J = 0..depth: the
+    excess of a learner that knows exactly the first J levels of the field and nothing finer.
+
+    A learner whose excess lies between rungs J and J+1 is learning level J. The theory's
+    rate is an envelope over many levels; a fit whose excess stays between two rungs
+    measures how one level is learned.
+    """
+    p = task.probs(z)
+    return np.array([kl(p, task.probs(z, task.field.coarse(j))).mean() for j in range(depth + 1)])
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -448,7 +464,8 @@ def sweep_jobs(known_d: dict) -> list[dict]:
 
 
 def task_from_config(known_d: dict, d: int, s: float) -> Task:
-    keys = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base", "digits")
+    keys = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "max_modes", "level_ratio",
+            "base", "digits")
     return Task(d=d, s=float(s), **{k: known_d[k] for k in keys if k in known_d})
 
 

@@ -14,7 +14,8 @@ varies on the scale 2^-j/ω with amplitude 2^(-js), so an increment over a step 
 Σ_j 2^(-js) min(1, (2^j ω h)^r) for an r-th order difference: h^s whenever r > s, from
 the scale of the coarsest level down to that of the finest (below it the sum is smooth).
 `holder_exponent` measures that slope with third-order differences along great circles,
-which read any s < 3.
+which read any s < 3. `make_field` also builds levels a ratio r other than 2 apart
+(amplitudes r^(-js)) and levels of 2^(jd) waves instead of M (see there).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class LacunaryField:
     frequencies: np.ndarray  # (J*M,) 2^j ω
     phases: np.ndarray  # (J*M,)
     weights: np.ndarray  # (J*M, vocab): c 2^(-js) a_jm
+    level: np.ndarray  # (J*M,) the level j of each wave
 
     @property
     def vocab(self) -> int:
@@ -52,24 +54,40 @@ class LacunaryField:
     def coarsest_scale(self) -> float:
         return float(1.0 / self.frequencies.min())
 
+    def coarse(self, levels: int) -> "LacunaryField":
+        """The same field without its levels j >= `levels`: what a learner that has
+        learned exactly the coarsest `levels` levels knows."""
+        keep = self.level < levels
+        return LacunaryField(d=self.d, s=self.s, directions=self.directions[keep],
+                             frequencies=self.frequencies[keep], phases=self.phases[keep],
+                             weights=self.weights[keep], level=self.level[keep])
+
     def __call__(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.d + 1:
             raise ValueError(f"field on S^{self.d} takes points of shape (n, {self.d + 1}), got {z.shape}")
         out = np.empty((len(z), self.vocab))
-        for lo in range(0, len(z), 8192):  # bounded memory for any n
-            part = z[lo:lo + 8192]
-            out[lo:lo + 8192] = np.cos(part @ self.directions.T * self.frequencies + self.phases) @ self.weights
+        rows = max(1, min(8192, 2 ** 23 // max(1, len(self.phases))))  # bounded memory for any n and waves
+        for lo in range(0, len(z), rows):
+            part = z[lo:lo + rows]
+            out[lo:lo + rows] = np.cos(part @ self.directions.T * self.frequencies + self.phases) @ self.weights
         return out
 
 
 def make_field(d: int, s: float, seed: int, *, vocab: int = 16, levels: int = 10,
-               modes: int | None = None, base_frequency: float = 2.0) -> LacunaryField:
+               modes: int | None = None, max_modes: int | None = None,
+               base_frequency: float = 2.0, level_ratio: float = 2.0) -> LacunaryField:
     """A lacunary random field on S^d of Hölder smoothness `s` with `vocab` outputs.
 
-    `levels` dyadic levels of `modes` plane waves each (default 4(d+1), enough directions
-    for the field to bend the same way in every direction of S^d), from the scale
-    1/`base_frequency` down to 2^-(levels-1) of it. The same arguments give the same field.
+    `levels` dyadic levels from the scale 1/`base_frequency` down to 2^-(levels-1) of it.
+    Level j has `modes` plane waves (default 4(d+1), enough directions for the field to
+    bend the same way in every direction of S^d) when `max_modes` is None, and
+    min(`modes` 2^(jd), `max_modes`) when it is set. With few waves per level the field
+    has few degrees of freedom at every scale, so a learner that finds the waves learns it
+    nearly at the parametric rate; with 2^(jd) of them, as many as a function on S^d has
+    independent cells at scale 2^-j, it is a typical member of the Hölder class, whose
+    best rate is n^(-2s/(2s+d)), up to the level where the cap binds. Either way every
+    level has the same variance, so s is the same. The same arguments give the same field.
     """
     if not (isinstance(d, (int, np.integer)) and d >= 1):
         raise ConfigError(f"field: d must be a positive integer, got {d!r}")
@@ -79,21 +97,27 @@ def make_field(d: int, s: float, seed: int, *, vocab: int = 16, levels: int = 10
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ConfigError(f"field: {key} must be a positive integer, got {value!r}")
     modes = 4 * (d + 1) if modes is None else modes
-    if not (isinstance(modes, (int, np.integer)) and modes >= 1):
-        raise ConfigError(f"field: modes must be a positive integer, got {modes!r}")
+    for key, value in (("modes", modes), ("max_modes", 1 if max_modes is None else max_modes)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ConfigError(f"field: {key} must be a positive integer, got {value!r}")
     if not base_frequency > 0:
         raise ConfigError(f"field: base_frequency must be positive, got {base_frequency!r}")
+    if not level_ratio > 1:
+        raise ConfigError(f"field: level_ratio must be above 1, got {level_ratio!r}")
     rng = np.random.default_rng([seed, d, 7])
-    n = levels * modes
-    level = np.repeat(np.arange(levels), modes)
+    per_level = np.full(levels, modes) if max_modes is None else \
+        np.minimum(modes * level_ratio ** (np.arange(levels) * d), max_modes).astype(int)
+    n = int(per_level.sum())
+    level = np.repeat(np.arange(levels), per_level)
     directions = unit_rows(rng.standard_normal((n, d + 1)))
     phases = rng.uniform(0, 2 * np.pi, n)
-    amplitude = 2.0 ** (-level * s)
+    amplitude = level_ratio ** (-level * s)
     # Var f_v(z) = Σ amp^2 |a|^2 E cos^2 = Σ_j 2^(-2js) / 2 with a ~ N(0, 1/M): make it 1
-    c = 1.0 / np.sqrt(0.5 * np.sum(2.0 ** (-2 * np.arange(levels) * s)))
-    weights = c * amplitude[:, None] * rng.standard_normal((n, vocab)) / np.sqrt(modes)
+    c = 1.0 / np.sqrt(0.5 * np.sum(level_ratio ** (-2 * np.arange(levels) * s)))
+    weights = c * amplitude[:, None] * rng.standard_normal((n, vocab)) / np.sqrt(per_level[level])[:, None]
     return LacunaryField(d=int(d), s=float(s), directions=directions,
-                         frequencies=base_frequency * 2.0 ** level, phases=phases, weights=weights)
+                         frequencies=base_frequency * level_ratio ** level, phases=phases, weights=weights,
+                         level=level)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
