@@ -223,9 +223,39 @@ def ladder(depth: int = 4) -> None:
                     f"n={n} {e:.4f} (level {_rung(e, rungs)})" for n, e in zip(sizes, means)))
 
 
+FIELDS = {"the sweep's": {},
+          "2^(jd) waves per level, at most 1024": {"max_modes": 1024},
+          "levels 2^(1/4) apart, 2^(jd/4) waves, at most 1024": {"level_ratio": 2 ** 0.25, "levels": 24,
+                                                                 "max_modes": 1024}}
+
+
+def _field_job(design: str, estimator: str, n: int) -> dict:
+    known_d = {**_known_d(**EARLIER), **FIELDS[design]}
+    return _run(known_d, 4, 2.0, n, 0, estimator, field=design)
+
+
+def fields() -> None:
+    """d = 4, s = 2, seed 0, over the sweep's n: the network, the MLP and the reference on
+    the sweep's field and on two fields of more degrees of freedom per scale (same s):
+    levels of 2^(jd) waves (as many as the cells at that scale), and, besides, levels a
+    quarter octave apart (so no learner can finish one level before the next begins).
+    If the learners' steep slopes came from a field of few waves per level, they would
+    flatten towards 2s/(2s+d) = 0.5 on these."""
+    sizes = _known_d()["docs"]
+    jobs = sorted([(f, e, n) for f in FIELDS for e in ("base", "mlp", "reference") for n in sizes],
+                  key=lambda j: -j[2])
+    workers = min(len(jobs), os.cpu_count() or 1)
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(pool.map(_field_job, *zip(*jobs)))
+    for f in FIELDS:
+        for e in ("base", "mlp", "reference"):
+            mine = sorted((r for r in rows if r["field"] == f and r["estimator"] == e), key=lambda r: r["docs"])
+            print(f"{f} field, {e}: {_slopes(mine)}; theory 0.500")
+
+
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
           "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
-          "ladder": ladder}
+          "ladder": ladder, "fields": fields}
 
 
 def main() -> None:

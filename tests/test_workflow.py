@@ -293,6 +293,8 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     assert set(exponents.index) == {"reference", "network", "mlp"}
     assert set(exponents["verdict"]) <= {"agrees", "disagrees", "inconclusive", "underdetermined"}
     assert "## Known dimension" in (out / "summary.md").read_text()
+    ladder = pd.read_csv(out / "ladder.csv")
+    assert ladder.levels_known.tolist() == list(range(6)) and (ladder.excess.diff().dropna() < 0).all()
     ids = pd.read_csv(out / "ids.csv")
     # the network's blocks and log-probabilities, and the truth, at every k; each calibrated
     assert set(ids["state"]) == {"block1", "logprobs", "true_logprobs"}
@@ -322,3 +324,6 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     assert planned(width_docs=[128, 256]) == {"known_d_run": 4, "known_d_laws": 1, "all": 1}
     # fewer width seeds: the runs already made serve; the laws see fewer of them
     assert planned(width_seeds=[0]) == {"known_d_laws": 1, "all": 1}
+    # the field is the generator: every run of the arm re-runs
+    assert planned(max_modes=64) == {"known_d_run": 24, "known_d_laws": 1, "all": 1}
+    assert planned(level_ratio=1.5) == {"known_d_run": 24, "known_d_laws": 1, "all": 1}

@@ -19,6 +19,10 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 # train: keys that change how a run goes, not what it computes: a run's identity (its
 # checkpoint signature) and the workflow's re-run decisions leave them out.
 NON_RESULT_TRAIN_KEYS = ("compile", "checkpoint_every", "log_every", "peak_flops")
+# known_d: the keys that define an arm's generator (besides its d and s): every run of the
+# arm and its analysis read them.
+KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "max_modes",
+                     "level_ratio", "base", "digits")
 
 
 def load_schema(path: str | Path | None = None) -> dict:

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from idscaling.config import KNOWN_D_TASK_KEYS
 from idscaling.devices import resolve_device
 from idscaling.errors import ConfigError
 from idscaling.synthetic import make_field, uniform_sphere
@@ -464,9 +465,7 @@ def sweep_jobs(known_d: dict) -> list[dict]:
 
 
 def task_from_config(known_d: dict, d: int, s: float) -> Task:
-    keys = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "max_modes", "level_ratio",
-            "base", "digits")
-    return Task(d=d, s=float(s), **{k: known_d[k] for k in keys if k in known_d})
+    return Task(d=d, s=float(s), **{k: known_d[k] for k in KNOWN_D_TASK_KEYS if k in known_d})
 
 
 def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, out_json, out_npy,

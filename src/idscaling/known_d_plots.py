@@ -17,6 +17,7 @@ COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("de
           "reference": sns.color_palette("deep")[3], "mlp": sns.color_palette("deep")[1],
           "mlp_wide": sns.color_palette("deep")[5]}
 LABELS = {"network": "network (GPT)", "mlp": "MLP control (z as a vector)", "reference": "k-NN reference"}
+RUNG_COLOR = "#8c6d31"
 VERDICT_MARKERS = {"agrees": "o", "disagrees": "X", "inconclusive": "s", "underdetermined": "^"}
 
 
@@ -28,8 +29,27 @@ def _fit_line(ax, sizes, row, y_at, color, style):
     ax.plot(n, y_at * (n / anchor) ** -row.exponent, style, color=color, lw=1.2)
 
 
+def _rungs(ax, rungs: pd.DataFrame) -> None:
+    """The field's level ladder over the data's y range and the nearest rung either side of
+    it (when within 4x), each rung labelled J."""
+    low, high = ax.get_ylim()
+    below, above = rungs.excess[rungs.excess < low], rungs.excess[rungs.excess > high]
+    if len(below) and below.max() > low / 4:
+        low = below.max() / 1.2
+    if len(above) and above.min() < high * 4:
+        high = above.min() * 1.2
+    x = ax.get_xlim()[1]
+    for r in rungs.itertuples():
+        if low < r.excess < high:
+            ax.axhline(r.excess, color=RUNG_COLOR, lw=1.0, ls="-.", zorder=1,
+                       label="knows exactly the field's coarsest J levels")
+            ax.text(x, r.excess, f"J = {r.levels_known} ", color=RUNG_COLOR, fontsize=7, va="bottom", ha="right")
+    ax.set_ylim(low, high)
+
+
 @styled
-def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame, path: Path) -> Path:
+def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame, ladder: pd.DataFrame,
+                path: Path) -> Path:
     arms = list(dict.fromkeys(runs.arm))
     fig, axes = panels(len(arms))
     series = {}  # one legend for the figure: the series are the same in every panel
@@ -83,6 +103,7 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
                          + f", {r.verdict}")
         log_axis(ax, "x")
         ax.set_yscale("log")
+        _rungs(ax, ladder[ladder.arm == arm])
         ax.set(xlabel="training documents n", ylabel="excess E KL(p‖q) (nats/symbol)",
                title=f"{arm}: d = {d}, s = {s:g}")
         for handle, label in zip(*ax.get_legend_handles_labels()):

@@ -6,7 +6,7 @@ import os
 import re
 
 from idscaling import layout
-from idscaling.config import NON_RESULT_TRAIN_KEYS, load_schema, validate_config
+from idscaling.config import KNOWN_D_TASK_KEYS, NON_RESULT_TRAIN_KEYS, load_schema, validate_config
 from idscaling.errors import ConfigError, DataError
 
 SCHEMA = load_schema(workflow.source_path("../schemas/config.schema.yaml"))
@@ -236,8 +236,8 @@ def laws_outputs():
     ]
 
 
-KNOWN_D_TASK_KEYS = ("field_seed", "vocab", "symbols", "temperature", "noise", "levels", "base",
-                     "digits", "eval_points", "tune_docs")
+# what every run of an arm reads: its generator and its held-out points
+KNOWN_D_RUN_KEYS = KNOWN_D_TASK_KEYS + ("eval_points", "tune_docs")
 KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
                           "wide": ("model", "train"), "mlp": ("mlp", "train"),
                           "mlp_wide": ("mlp", "train")}
@@ -245,15 +245,16 @@ KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"
 
 def known_d_run_options(wildcards):
     """The known_d keys that a run of this estimator reads, and no other."""
-    keys = KNOWN_D_TASK_KEYS + KNOWN_D_ESTIMATOR_KEYS[wildcards.estimator]
+    keys = KNOWN_D_RUN_KEYS + KNOWN_D_ESTIMATOR_KEYS[wildcards.estimator]
     return as_json({k: v for k, v in config["known_d"].items() if k in keys})
 
 
 # The device goes into the command, not params: like the train engine keys it re-runs nothing.
 KNOWN_D_DEVICE = config["known_d"]["device"] if config.get("known_d") else None
 
-KNOWN_D_LAW_KEYS = ("eval_points", "docs", "reference_docs", "reference_factor", "width_tolerance",
-                    "margin", "bootstrap", "level")
+# the analysis reads the generator too: it draws the field's level ladder
+KNOWN_D_LAW_KEYS = KNOWN_D_TASK_KEYS + ("eval_points", "docs", "reference_docs", "reference_factor",
+                                            "width_tolerance", "margin", "bootstrap", "level")
 
 
 def known_d_arms():

@@ -39,6 +39,7 @@ rule known_d_laws:
         excess=report("results/figures/known_d_excess.png", caption="../report/known_d_excess.rst", category="Known dimension"),
         exponents_fig=report("results/figures/known_d_exponents.png", caption="../report/known_d_exponents.rst", category="Known dimension"),
         ids=report("results/known_d/ids.csv", caption="../report/known_d.rst", category="Known dimension"),
+        ladder="results/known_d/ladder.csv",
         id_fig=report("results/figures/known_d_id.png", caption="../report/known_d_id.rst", category="Known dimension"),
     params:
         options=as_json({k: v for k, v in (config.get("known_d") or {}).items() if k in KNOWN_D_LAW_KEYS}),
