@@ -13,6 +13,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py ridge       # does the network beat the reference at d = 8 because the field is few waves?
     python scripts/known_d_checks.py ladder      # which level of the field the sweeps' learners are learning
     python scripts/known_d_checks.py fields      # the learners' slopes on fields of other level structure
+    python scripts/known_d_checks.py warmup      # what a longer warmup (it unsticks the stuck runs) costs at small n
     python scripts/known_d_checks.py all
 """
 
@@ -118,14 +119,37 @@ def network_range() -> None:
 def stuck() -> None:
     """The two network runs that stuck at a plateau in the sweep with lr 3e-3 (n = 8192,
     seed 2, at d = 4, s = 1 and d = 8, s = 2), with that recipe, with lr 1e-3 and twice
-    the patience, and with the GPU sweep's recipe (batch 256, patience 16)."""
+    the patience, with the GPU sweep's recipe (batch 256, patience 16), and with 400 warmup
+    steps instead of 50 (see `warmup` for what that costs at small n)."""
     recipes = {"lr 3e-3, patience 4": _known_d(**EARLIER),
                "lr 1e-3, patience 8": _known_d(lr=1e-3, early_stop_patience=8),
-               "GPU sweep's": _known_d(CONFIG.with_name("known_d_gpu.yaml"))}
+               "GPU sweep's": _known_d(CONFIG.with_name("known_d_gpu.yaml")),
+               "warmup 400": _known_d(**EARLIER, warmup_steps=400)}
     for d, s in ((4, 1.0), (8, 2.0)):
         rows = [_run(known_d, d, s, 8192, 2, "base", recipe=name) for name, known_d in recipes.items()]
         print(f"d = {d}, s = {s:g}, n = 8192, seed 2: " + "; ".join(
             f"{name}: {r['excess']:.4f} after {r['steps']} steps" for name, r in zip(recipes, rows)))
+
+
+def _warmup_job(d: int, s: float, n: int, seed: int, warmup: int) -> dict:
+    return _run(_known_d(**EARLIER, warmup_steps=warmup), d, s, n, seed, "base", warmup=warmup)
+
+
+def warmup() -> None:
+    """The network at n = 512 and 2,048, seeds 0 and 1, d = 2, s = 1 and d = 4, s = 2,
+    with the sweep's 50 warmup steps and with 400 (which unsticks the stuck runs): what
+    the longer warmup costs where runs are short."""
+    jobs = [(d, s, n, seed, w) for d, s in ((2, 1.0), (4, 2.0)) for n in (512, 2048)
+            for seed in (0, 1) for w in (50, 400)]
+    with cf.ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1),
+                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = list(pool.map(_warmup_job, *zip(*jobs)))
+    for d, s in ((2, 1.0), (4, 2.0)):
+        for n in (512, 2048):
+            mean = {w: sum(r["excess"] for r in rows if (r["d"], r["docs"], r["warmup"]) == (d, n, w)) / 2
+                    for w in (50, 400)}
+            print(f"d = {d}, s = {s:g}, n = {n}: warmup 50 {mean[50]:.4f}, warmup 400 {mean[400]:.4f} "
+                  f"(mean of 2 seeds; {mean[400] / mean[50] - 1:+.0%})")
 
 
 def waves(factor: int = 16) -> None:
@@ -255,7 +279,7 @@ def fields() -> None:
 
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
           "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
-          "ladder": ladder, "fields": fields}
+          "ladder": ladder, "fields": fields, "warmup": warmup}
 
 
 def main() -> None:
