@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
-
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +111,10 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
         legend(ax, notes, handles=[])
     if series:
         fig.legend(list(series.values()), list(series), loc="outside lower center",
-                   ncol=min(5, len(series)), fontsize=8)
-    fig.suptitle("Known dimension: exact excess loss against data size (no fitted floor); "
-                 "dashed: fitted power laws")
+                   ncol=min(5, len(series), max(1, int(fig.get_figwidth() // 2.8))), fontsize=8)
+    # one panel is narrower than the title: wrap it to the figure (about 9 characters an inch)
+    fig.suptitle(textwrap.fill("Known dimension: exact excess loss against data size (no fitted floor); "
+                               "dashed: fitted power laws", int(fig.get_figwidth() * 9)))
     return save(fig, path)
 
 
