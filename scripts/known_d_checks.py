@@ -61,6 +61,14 @@ def _run(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, thr
     return row
 
 
+def _parallel(job, jobs: list[tuple]) -> list[dict]:
+    """`job(*args)` for every args in `jobs`, as many at a time as there are cores, each in
+    a fresh process (so that no run sees another's torch state)."""
+    with cf.ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1),
+                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(job, *zip(*jobs)))
+
+
 def threads() -> None:
     """The same network job at 1 thread twice (the sweep's setting) and at 2 threads."""
     known_d = _known_d(**EARLIER)
@@ -141,9 +149,7 @@ def warmup() -> None:
     the longer warmup costs where runs are short."""
     jobs = [(d, s, n, seed, w) for d, s in ((2, 1.0), (4, 2.0)) for n in (512, 2048)
             for seed in (0, 1) for w in (50, 400)]
-    with cf.ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1),
-                                mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = list(pool.map(_warmup_job, *zip(*jobs)))
+    rows = _parallel(_warmup_job, jobs)
     for d, s in ((2, 1.0), (4, 2.0)):
         for n in (512, 2048):
             mean = {w: sum(r["excess"] for r in rows if (r["d"], r["docs"], r["warmup"]) == (d, n, w)) / 2
@@ -192,10 +198,7 @@ def ridge(n: int = 16384, factors=(1, 16, 64)) -> None:
     than a local average can; if that is why the network beats the reference there, its
     lead shrinks as the waves multiply."""
     known_d = _known_d(CONFIG.with_name("known_d_gpu.yaml"))
-    jobs = [(f, e) for f in factors for e in ("base", "reference")]
-    workers = min(len(jobs), os.cpu_count() or 1)
-    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = list(pool.map(_waves_job, *zip(*[(known_d, f, e, n) for f, e in jobs])))
+    rows = _parallel(_waves_job, [(known_d, f, e, n) for f in factors for e in ("base", "reference")])
     for f in factors:
         net, ref = (next(r for r in rows if r["waves"] == f"{f}x" and r["estimator"] == e)
                     for e in ("base", "reference"))
@@ -268,9 +271,7 @@ def fields() -> None:
     sizes = _known_d()["docs"]
     jobs = sorted([(f, e, n) for f in FIELDS for e in ("base", "mlp", "reference") for n in sizes],
                   key=lambda j: -j[2])
-    workers = min(len(jobs), os.cpu_count() or 1)
-    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = list(pool.map(_field_job, *zip(*jobs)))
+    rows = _parallel(_field_job, jobs)
     for f in FIELDS:
         for e in ("base", "mlp", "reference"):
             mine = sorted((r for r in rows if r["field"] == f and r["estimator"] == e), key=lambda r: r["docs"])

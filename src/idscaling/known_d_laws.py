@@ -321,8 +321,7 @@ def ladder_table(runs: pd.DataFrame, known_d: dict, depth: int = LADDER_DEPTH) -
     for arm, sel in runs.groupby("arm", sort=False):
         d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
         task = task_from_config(known_d, d, s)
-        rungs = level_ladder(task, task.eval_points(known_d.get("eval_points", 4096))[0],
-                             min(depth, task.levels))
+        rungs = level_ladder(task, task.eval_points(known_d["eval_points"])[0], min(depth, task.levels))
         rows += [{"arm": arm, "d": d, "s": s, "levels_known": j, "excess": float(e)} for j, e in enumerate(rungs)]
     return pd.DataFrame(rows, columns=["arm", "d", "s", "levels_known", "excess"])
 
@@ -351,7 +350,7 @@ def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known
         raise DataError("known_d: no run records given")
     if not ids.empty:
         dims = range(1, int(max(3 * runs.d.max(), 12)) + 1)
-        readings = sphere_readings(known_d.get("eval_points", 4096), sorted(ids.k.unique()), dims)
+        readings = sphere_readings(known_d["eval_points"], sorted(ids.k.unique()), dims)
         ids["calibrated_id"] = calibrate(ids, readings)
     else:
         ids["calibrated_id"] = []

@@ -15,7 +15,7 @@ varies on the scale 2^-j/ω with amplitude 2^(-js), so an increment over a step 
 the scale of the coarsest level down to that of the finest (below it the sum is smooth).
 `holder_exponent` measures that slope with third-order differences along great circles,
 which read any s < 3. `make_field` also builds levels a ratio r other than 2 apart
-(amplitudes r^(-js)) and levels of 2^(jd) waves instead of M (see there).
+(amplitudes r^(-js)) and levels of min(M r^(jd), cap) waves instead of M (see there).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ class LacunaryField:
 
     d: int
     s: float
-    directions: np.ndarray  # (J*M, d+1) unit vectors
-    frequencies: np.ndarray  # (J*M,) 2^j ω
-    phases: np.ndarray  # (J*M,)
-    weights: np.ndarray  # (J*M, vocab): c 2^(-js) a_jm
-    level: np.ndarray  # (J*M,) the level j of each wave
+    directions: np.ndarray  # (waves, d+1) unit vectors
+    frequencies: np.ndarray  # (waves,) r^j ω
+    phases: np.ndarray  # (waves,)
+    weights: np.ndarray  # (waves, vocab): c r^(-js) a_jm
+    level: np.ndarray  # (waves,) the level j of each wave
 
     @property
     def vocab(self) -> int:
@@ -79,25 +79,21 @@ def make_field(d: int, s: float, seed: int, *, vocab: int = 16, levels: int = 10
                base_frequency: float = 2.0, level_ratio: float = 2.0) -> LacunaryField:
     """A lacunary random field on S^d of Hölder smoothness `s` with `vocab` outputs.
 
-    `levels` dyadic levels from the scale 1/`base_frequency` down to 2^-(levels-1) of it.
-    Level j has `modes` plane waves (default 4(d+1), enough directions for the field to
-    bend the same way in every direction of S^d) when `max_modes` is None, and
-    min(`modes` 2^(jd), `max_modes`) when it is set. With few waves per level the field
-    has few degrees of freedom at every scale, so a learner that finds the waves learns it
-    nearly at the parametric rate; with 2^(jd) of them, as many as a function on S^d has
-    independent cells at scale 2^-j, it is a typical member of the Hölder class, whose
-    best rate is n^(-2s/(2s+d)), up to the level where the cap binds. Either way every
-    level has the same variance, so s is the same. The same arguments give the same field.
+    `levels` levels a ratio r = `level_ratio` apart, from the scale 1/`base_frequency`
+    down to r^-(levels-1) of it, level j with amplitude r^(-js). Level j has `modes` plane
+    waves (default 4(d+1), enough directions for the field to bend the same way in every
+    direction of S^d) when `max_modes` is None, and min(`modes` r^(jd), `max_modes`) when
+    it is set: as many as a function on S^d has independent cells at that scale, up to the
+    cap, instead of the same few at every scale. A level's variance does not depend on its
+    number of waves, so s is the same either way. The same arguments give the same field.
     """
     if not (isinstance(d, (int, np.integer)) and d >= 1):
         raise ConfigError(f"field: d must be a positive integer, got {d!r}")
     if not (isinstance(s, (int, float)) and 0 < s < DIFFERENCE_ORDER):
         raise ConfigError(f"field: smoothness s must be in (0, {DIFFERENCE_ORDER}), got {s!r}")
-    for key, value in (("vocab", vocab), ("levels", levels)):
-        if not (isinstance(value, (int, np.integer)) and value >= 1):
-            raise ConfigError(f"field: {key} must be a positive integer, got {value!r}")
     modes = 4 * (d + 1) if modes is None else modes
-    for key, value in (("modes", modes), ("max_modes", 1 if max_modes is None else max_modes)):
+    for key, value in (("vocab", vocab), ("levels", levels), ("modes", modes),
+                       ("max_modes", 1 if max_modes is None else max_modes)):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ConfigError(f"field: {key} must be a positive integer, got {value!r}")
     if not base_frequency > 0:
@@ -112,7 +108,7 @@ def make_field(d: int, s: float, seed: int, *, vocab: int = 16, levels: int = 10
     directions = unit_rows(rng.standard_normal((n, d + 1)))
     phases = rng.uniform(0, 2 * np.pi, n)
     amplitude = level_ratio ** (-level * s)
-    # Var f_v(z) = Σ amp^2 |a|^2 E cos^2 = Σ_j 2^(-2js) / 2 with a ~ N(0, 1/M): make it 1
+    # Var f_v(z) = Σ amp^2 |a|^2 E cos^2 = Σ_j r^(-2js) / 2 with a ~ N(0, 1/M_j): make it 1
     c = 1.0 / np.sqrt(0.5 * np.sum(level_ratio ** (-2 * np.arange(levels) * s)))
     weights = c * amplitude[:, None] * rng.standard_normal((n, vocab)) / np.sqrt(per_level[level])[:, None]
     return LacunaryField(d=int(d), s=float(s), directions=directions,

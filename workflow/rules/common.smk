@@ -254,7 +254,7 @@ KNOWN_D_DEVICE = config["known_d"]["device"] if config.get("known_d") else None
 
 # the analysis reads the generator too: it draws the field's level ladder
 KNOWN_D_LAW_KEYS = KNOWN_D_TASK_KEYS + ("eval_points", "docs", "reference_docs", "reference_factor",
-                                            "width_tolerance", "margin", "bootstrap", "level")
+                                        "width_tolerance", "margin", "bootstrap", "level")
 
 
 def known_d_arms():
