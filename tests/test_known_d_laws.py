@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from idscaling.errors import DataError
-from idscaling.known_d_laws import bootstrap_exponent, fit_arms, regime_flags
+from idscaling.known_d_laws import WIDE, bootstrap_exponent, fit_arms, regime_flags
 
 SIZES = np.array([512, 1024, 2048, 4096, 8192])
 
@@ -53,7 +53,9 @@ def test_too_few_sizes_is_refused():
         bootstrap_exponent(SIZES[:2], simulate(0.5)[:2])
 
 
-def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0, alpha_mlp=None, seeds=2):
+def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0, alpha_mlp=None, seeds=2, wide=1.0):
+    """Runs of each learner on a known law; each learner's wide twin at the largest size
+    has `wide` times its excess (None: no twin ran)."""
     rows, excess = [], {}
     learners = [("base", alpha_net, factor), ("reference", alpha_ref, 1.0)]
     learners += [("mlp", alpha_mlp, 1.0)] if alpha_mlp is not None else []
@@ -64,11 +66,13 @@ def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0, alpha_mlp=None, see
                 excess[len(rows)] = data[i, seed]
                 rows.append({"arm": "d2-s1", "d": pred_d, "s": s, "docs": n, "seed": seed, "estimator": est,
                              "excess": data[i, seed].mean(), "converged": True})
+                if est in WIDE and wide is not None and n == SIZES[-1]:
+                    rows.append({**rows[-1], "estimator": WIDE[est], "excess": wide * rows[-1]["excess"]})
     return pd.DataFrame(rows), excess
 
 
-def _verdicts(alpha_net, factor=1.0, alpha_mlp=None):
-    runs, excess = _runs(alpha_net, 0.5, factor=factor, alpha_mlp=alpha_mlp)
+def _verdicts(alpha_net, factor=1.0, alpha_mlp=None, wide=1.0):
+    runs, excess = _runs(alpha_net, 0.5, factor=factor, alpha_mlp=alpha_mlp, wide=wide)
     flags = regime_flags(runs, reference_factor=1.5, width_tolerance=0.1)
     table = fit_arms(runs, excess, flags, margin=0.05, reps=400, level=0.95)
     return table.set_index("estimator")
@@ -78,6 +82,36 @@ def test_verdict_flips_when_the_data_follow_another_exponent():
     assert _verdicts(0.5).loc["network", "verdict"] == "agrees"      # 2s/(2s+d) = 0.5
     assert _verdicts(0.7).loc["network", "verdict"] == "disagrees"
     assert _verdicts(0.3).loc["network", "verdict"] == "disagrees"
+
+
+@pytest.mark.parametrize("wide, why", [(1.5, "50.0% worse at n = 8192"), (None, "no wide twin ran")])
+def test_an_unmeasured_approximation_error_decides_only_a_steeper_slope(wide, why):
+    # a wide twin that trains worse (or none) bounds no approximation error A; a constant
+    # A only flattens the curve, so the fit is a lower bound: the true 0.5 cannot agree
+    # and a shallower 0.3 cannot disagree, but a steeper 0.7 still disagrees
+    table = _verdicts(0.5, wide=wide)
+    net = table.loc["network"]
+    assert net.verdict == "inconclusive" and net.lower_bound
+    assert why in net.reason
+    assert abs(net.exponent - 0.5) < 0.05  # the sizes are still fitted, and drawn filled
+    assert _verdicts(0.3, wide=wide).loc["network", "verdict"] == "inconclusive"
+    assert _verdicts(0.7, wide=wide).loc["network", "verdict"] == "disagrees"
+
+
+def test_a_wide_twin_worse_within_the_tolerance_still_measures_it():
+    net = _verdicts(0.5, wide=1.05).loc["network"]
+    assert net.verdict == "agrees" and not net.lower_bound
+    assert _verdicts(0.3, wide=1.05).loc["network", "verdict"] == "disagrees"
+
+
+@pytest.mark.parametrize("floor", [0.002, 0.005, 0.01])
+def test_a_constant_approximation_error_only_flattens_the_fitted_slope(floor):
+    # the premise of the lower bound, on the fit itself: excess = B n^-α + A with A > 0
+    # fits a smaller exponent than α, and a larger A a smaller one still
+    fitted = [bootstrap_exponent(SIZES, simulate(0.5, rng=np.random.default_rng(3)) + a, reps=100)[0]
+              for a in (0.0, floor, 2 * floor)]
+    assert fitted[0] > fitted[1] > fitted[2]
+    assert fitted[1] < 0.5
 
 
 def test_sizes_far_above_the_reference_are_flagged_not_fitted():

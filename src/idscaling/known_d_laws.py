@@ -13,6 +13,12 @@ not optimisation, limits it), the approximation error (what doubling its width g
 measured where the wide control ran) at most `width_tolerance` of its excess, and every
 seed converged. The MLP control is held to the same rule, with its own wide control. The
 other sizes are drawn and flagged, never silently dropped.
+
+Where the wide control trains worse than the learner (or did not run), the approximation
+error is unmeasured. An approximation error A that does not depend on n can only flatten
+the curve (the local slope of B n^(-α) + A is α·B n^(-α)/(B n^(-α) + A) ≤ α), so the
+fitted exponent is then a lower bound: it can show a learner steeper than the theory
+(`disagrees`), never one that agrees or is shallower (`inconclusive`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ MIN_SIZES = 3  # a pure power law has two parameters: a fit needs more points th
 RUN_COLUMNS = ["arm", "d", "s", "docs", "seed", "estimator", "excess", "floor",
                "quantisation_excess", "k", "n_embd", "steps", "converged", "wall_s"]
 EXPONENT_COLUMNS = ["arm", "d", "s", "estimator", "predicted", "exponent", "ci_low", "ci_high",
-                    "n_sizes", "sizes", "verdict", "reason"]
+                    "n_sizes", "sizes", "lower_bound", "verdict", "reason"]
 
 
 def predicted_exponent(d: float, s: float) -> float:
@@ -126,34 +132,53 @@ def bootstrap_exponent(docs: np.ndarray, excess: np.ndarray, *, reps: int = 1000
 LEARNERS = {"base": "network", "mlp": "mlp"}  # run estimator -> the learner it measures
 WIDE = {"base": "wide", "mlp": "mlp_wide"}  # the same learner at twice the width
 REGIME_COLUMNS = ["arm", "learner", "docs", "excess", "reference", "ratio", "width_change",
-                  "in_regime", "why_not"]
+                  "approximation", "in_regime", "why_not"]
+MEASURED = "measured"  # the `approximation` of a size whose approximation error was bounded
 
 
-def approximation_error(sel: pd.DataFrame, estimator: str = "base") -> tuple[float, list[int]]:
-    """(Δ, sizes): how much doubling a learner's width lowers its excess, the largest
-    over the sizes where its wide control ran (paired by seed), and those sizes.
-
-    Approximation error does not depend on n, and it is the largest share of the excess
-    where the excess is smallest, so it is measured at the largest sizes and bounds the
-    width's effect at every other (Δ / excess there)."""
+def width_pairs(sel: pd.DataFrame, estimator: str = "base") -> dict[int, tuple[float, float]]:
+    """{size: (learner's mean excess, its wide twin's)} over the seeds where the twin ran
+    (paired by seed), at every size where it ran."""
     wide = sel[sel.estimator == WIDE[estimator]]
     base = sel[sel.estimator == estimator]
-    gaps = {}
+    pairs = {}
     for docs, w in wide.groupby("docs"):
         paired = base[(base.docs == docs) & base.seed.isin(w.seed)]
         if len(paired):
-            gaps[int(docs)] = paired.excess.mean() - w.excess.mean()
-    return (max(gaps.values()), sorted(gaps)) if gaps else (np.nan, [])
+            pairs[int(docs)] = (paired.excess.mean(), w.excess.mean())
+    return pairs
+
+
+def approximation_error(pairs: dict[int, tuple[float, float]], tolerance: float) -> tuple[float, str]:
+    """(Δ, how): Δ is how much doubling a learner's width lowers its excess, the largest
+    over the sizes in `pairs` (`width_pairs`); `how` is MEASURED, or why Δ bounds nothing.
+
+    Approximation error does not depend on n, and it is the largest share of the excess
+    where the excess is smallest, so it is measured at the largest sizes and bounds the
+    width's effect at every other (Δ / excess there). A wide twin that trains worse than
+    the learner by more than `tolerance` measures its training, not its width: then the
+    approximation error is unmeasured, whatever the gap says."""
+    if not pairs:
+        return np.nan, "unmeasured: no wide twin ran"
+    gap = max(b - w for b, w in pairs.values())
+    worse = [f"{w / b - 1:.1%} worse at n = {n}" for n, (b, w) in pairs.items() if w > (1 + tolerance) * b]
+    if worse:
+        return gap, (f"unmeasured: its wide twin is {', '.join(worse)} (a twin that trains worse "
+                     "measures its training, not its width)")
+    return gap, MEASURED
 
 
 def regime_flags(runs: pd.DataFrame, *, reference_factor: float, width_tolerance: float) -> pd.DataFrame:
     """Per arm, learner (the network; the MLP control) and size: whether the learner is in
-    the regime its exponent is fitted over (see the module doc)."""
+    the regime its exponent is fitted over (see the module doc), and whether its
+    approximation error was measured there (`approximation`; see `fit_arms` for what an
+    unmeasured one allows)."""
     rows = []
     for arm, sel in runs.groupby("arm", sort=False):
         reference = sel[sel.estimator == "reference"].groupby("docs").excess.mean()
         for estimator, learner in LEARNERS.items():
-            gap, checked = approximation_error(sel, estimator)
+            pairs = width_pairs(sel, estimator)
+            gap, how = approximation_error(pairs, width_tolerance)
             for docs, runs_n in sel[sel.estimator == estimator].groupby("docs"):
                 net, refx = runs_n.excess.mean(), reference.get(docs, np.nan)
                 reasons = []
@@ -163,13 +188,13 @@ def regime_flags(runs: pd.DataFrame, *, reference_factor: float, width_tolerance
                     reasons.append(f"{net / refx:.2f}x the reference" if refx == refx
                                    else "no reference at this size")
                 change = gap / net
-                if change > width_tolerance:
-                    where = "" if docs in checked else (
-                        f" (the approximation error measured at n = {', '.join(map(str, checked))})")
+                if how == MEASURED and change > width_tolerance:
+                    where = "" if docs in pairs else (
+                        f" (the approximation error measured at n = {', '.join(map(str, sorted(pairs)))})")
                     reasons.append(f"doubling the width lowers it {change:.0%}{where}")
                 rows.append({"arm": arm, "learner": learner, "docs": int(docs), "excess": net,
                              "reference": refx, "ratio": net / refx, "width_change": change,
-                             "in_regime": not reasons, "why_not": "; ".join(reasons)})
+                             "approximation": how, "in_regime": not reasons, "why_not": "; ".join(reasons)})
     return pd.DataFrame(rows, columns=REGIME_COLUMNS)
 
 
@@ -216,7 +241,8 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
                 considered = flags[(flags.arm == arm) & (flags.learner == name)].sort_values("docs")
                 sizes = considered[considered.in_regime].docs.to_numpy()
             row = {"arm": arm, "d": d, "s": s, "estimator": name, "predicted": pred,
-                   "n_sizes": len(sizes), "sizes": ";".join(str(int(n)) for n in sizes)}
+                   "n_sizes": len(sizes), "sizes": ";".join(str(int(n)) for n in sizes),
+                   "lower_bound": False}
             if len(sizes) < MIN_SIZES:
                 excluded = considered[~considered.in_regime]
                 why = "; ".join(f"n={int(r.docs)}: {r.why_not}" for r in excluded.itertuples())
@@ -226,16 +252,28 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
             else:
                 a, lo, hi = bootstrap_exponent(sizes, _stack(runs, excess, arm, estimator, sizes),
                                                reps=reps, level=level, seed=seed)
-                verdict, reason = decide((a, lo, hi), (pred, pred, pred), margin)
+                how = considered[considered.in_regime].approximation.iloc[0] if len(considered) else MEASURED
+                if how == MEASURED:
+                    verdict, reason = decide((a, lo, hi), (pred, pred, pred), margin)
+                else:
+                    verdict, _ = decide((a, lo, np.inf), (pred, pred, pred), margin)
+                    reason = (f"approximation error {how}. An error that does not depend on n "
+                              f"only flattens the curve, so the fitted [{lo:.3f}, {hi:.3f}] bounds "
+                              "the exponent from below and only a slope steeper than predicted "
+                              "decides: " + (f"{lo:.3f} is above {pred:.3f}" if verdict == "disagrees"
+                                             else f"{lo:.3f} is not above {pred:.3f}"))
                 spread = widest_seed_spread(runs, arm, estimator, sizes)
                 reason += f"; {spread}" if spread else ""
-                row.update(exponent=a, ci_low=lo, ci_high=hi, verdict=verdict, reason=reason)
+                row.update(exponent=a, ci_low=lo, ci_high=hi, lower_bound=how != MEASURED,
+                           verdict=verdict, reason=reason)
             rows.append(row)
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
 
 
 def _fmt(r) -> str:
-    return "—" if np.isnan(r.exponent) else f"{r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+    if np.isnan(r.exponent):
+        return "—"
+    return f"{r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" + (" (lower bound)" if r.lower_bound else "")
 
 
 def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.DataFrame, *,
@@ -269,6 +307,10 @@ def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.Data
     out = flags[~flags.in_regime]
     lines += [f"- {r.arm}, {r.learner}, n = {int(r.docs)}: {r.why_not}"
               for r in out.itertuples()] or ["- none"]
+    lines += ["", "Learners whose approximation error is unmeasured (their fitted exponent is a lower "
+              "bound; only a slope steeper than predicted decides):", ""]
+    unmeasured = flags[flags.approximation != MEASURED].drop_duplicates(["arm", "learner"])
+    lines += [f"- {r.arm}, {r.learner}: {r.approximation}" for r in unmeasured.itertuples()] or ["- none"]
     q = runs.groupby("arm").quantisation_excess.max()
     smallest = runs[~runs.estimator.isin(list(WIDE.values()))].groupby("arm").excess.min()
     lines += ["", "Quantisation of z (what the Bayes predictor loses by seeing z only through "

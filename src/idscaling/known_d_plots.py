@@ -99,7 +99,8 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
                 ys = means[est].loc[fitted]
                 _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), COLORS[est], "--")
             notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
-                                       f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]")
+                                       f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+                                       + (" (lower bound)" if r.lower_bound else ""))
                          + f", {r.verdict}")
         log_axis(ax, "x")
         ax.set_yscale("log")
@@ -138,13 +139,18 @@ def plot_exponents(exponents: pd.DataFrame, margin: float, path: Path) -> Path:
                 ax.annotate(f"{r.arm}: {r.verdict}", (x + shift, lo + 0.03), fontsize=7, rotation=90,
                             color=COLORS[est], ha="center", va="bottom")
                 continue
+            # a lower bound (approximation error unmeasured) points up from its interval
             ax.errorbar(x, r.exponent, yerr=[[r.exponent - r.ci_low], [r.ci_high - r.exponent]],
-                        fmt=VERDICT_MARKERS[r.verdict], color=COLORS[est], ms=6, capsize=3)
+                        fmt=VERDICT_MARKERS[r.verdict], color=COLORS[est], ms=6, capsize=3,
+                        lolims=bool(r.lower_bound))
             ax.annotate(r.arm, (x, r.exponent), fontsize=7, textcoords="offset points",
                         xytext=(6, 0), ha="left", va="center", color=COLORS[est])
         handles, _ = ax.get_legend_handles_labels()
         handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=v)
                     for v, m in VERDICT_MARKERS.items() if v != "underdetermined"]
+        if exponents[exponents.estimator == est].lower_bound.astype(bool).any():
+            handles.append(Line2D([], [], color="0.3", marker="^", ms=5, ls="none",
+                                  label="lower bound (arrow):\napprox. error unmeasured"))
         legend(ax, handles=handles)
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="predicted 2s/(2s+d) (d, s known)",
                ylabel="observed exponent of the excess (95% CI)", title=LABELS[est])
