@@ -163,6 +163,8 @@ def test_known_d_alone_validates_with_defaults():
     ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128]}}, "known_d.docs"),
     ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128, 256], "seeds": [0, 1],
                   "width_seeds": [2]}}, "known_d.width_seeds"),
+    ({"known_d": {"arms": [{"d": 2, "s": 1.0}], "docs": [64, 128, 256], "width_lr_scale": 0}},
+     "known_d.width_lr_scale"),
 ])
 def test_bad_known_d_config_names_the_key(config, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):

@@ -175,3 +175,17 @@ def test_config_field_options_reach_the_field():
     field = task_from_config(known_d, 2, 1.0).field
     np.testing.assert_array_equal(np.bincount(field.level), [12, 27, 40, 40])  # 12 * 1.5^(2j), capped
     np.testing.assert_allclose(np.unique(field.frequencies), 2.0 * 1.5 ** np.arange(4))
+
+
+def test_the_wide_twins_train_at_their_own_learning_rate(tmp_path):
+    # a twin that trains worse than its learner measures its training, not its width; the
+    # config can give the twins a smaller lr, and only the twins
+    from idscaling.config import validate_config
+    known_d = validate_config({"known_d": {
+        "arms": [{"d": 1, "s": 1.0}], "docs": [32, 64, 128], "symbols": 4, "eval_points": 128, "tune_docs": 32,
+        "model": {"n_layer": 1, "n_embd": 8, "n_head": 2}, "mlp": {"width": 8, "layers": 1},
+        "train": {"batch_size": 16, "lr": 4e-3, "warmup_steps": 2, "max_steps": 4, "eval_every": 2},
+        "width_lr_scale": 0.25}})["known_d"]
+    lrs = {e: run_one(known_d, 1, 1.0, 32, 0, e, tmp_path / f"{e}.json", tmp_path / f"{e}.npy", threads=1,
+                      device="cpu")["lr"] for e in ("base", "wide", "mlp", "mlp_wide")}
+    assert lrs == pytest.approx({"base": 4e-3, "wide": 1e-3, "mlp": 4e-3, "mlp_wide": 1e-3})

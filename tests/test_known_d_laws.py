@@ -98,6 +98,20 @@ def test_an_unmeasured_approximation_error_decides_only_a_steeper_slope(wide, wh
     assert _verdicts(0.7, wide=wide).loc["network", "verdict"] == "disagrees"
 
 
+@pytest.mark.parametrize("stuck", ["base", "wide"])
+def test_one_stuck_run_does_not_decide_the_width_check(stuck):
+    # three seeds; the width changes nothing, but at the largest size one run (the
+    # learner's or its twin's) sticks at three times its excess. A mean over seeds reads a
+    # stuck learner as a 40% approximation error, and a stuck twin as one that trains worse
+    runs, _ = _runs(0.5, 0.5, seeds=3)
+    runs.loc[(runs.docs == SIZES[-1]) & (runs.seed == 2) & (runs.estimator == stuck), "excess"] *= 3
+    flags = regime_flags(runs, reference_factor=5.0, width_tolerance=0.1)
+    net = flags[flags.learner == "network"]
+    assert (net.approximation == "measured").all(), net.approximation.iloc[0]
+    assert net.in_regime.all(), net.why_not.tolist()
+    assert net.width_change.abs().max() < 0.1
+
+
 def test_a_wide_twin_worse_within_the_tolerance_still_measures_it():
     net = _verdicts(0.5, wide=1.05).loc["network"]
     assert net.verdict == "agrees" and not net.lower_bound

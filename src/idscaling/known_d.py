@@ -497,7 +497,10 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
         record.update(k=ref.k, tune_excess=ref.tune_excess, converged=True,
                       ids=id_profile({"true_logprobs": true_logprobs(task, eval_z)}))
     else:
-        settings = TrainSettings.from_dict({**known_d["train"], "schedule": "wsd"})
+        train_keys = {**known_d["train"], "schedule": "wsd"}
+        if estimator in ("wide", "mlp_wide"):
+            train_keys["lr"] *= known_d["width_lr_scale"]
+        settings = TrainSettings.from_dict(train_keys)
         if estimator in ("mlp", "mlp_wide"):
             shape = dict(known_d["mlp"])
             if estimator == "mlp_wide":
@@ -510,7 +513,8 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
                 shape["n_embd"] *= 2
             net = train_network(task, train, tune, eval_z, shape, settings, seed, threads=threads, device=device)
         excess = net.excess
-        record.update(device=str(device), n_embd=shape["n_embd"], n_layer=shape["n_layer"], steps=net.steps,
+        record.update(device=str(device), n_embd=shape["n_embd"], n_layer=shape["n_layer"], lr=settings.lr,
+                      steps=net.steps,
                       best_step=net.best_step,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
                       params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)

@@ -239,8 +239,8 @@ def laws_outputs():
 # what every run of an arm reads: its generator and its held-out points
 KNOWN_D_RUN_KEYS = KNOWN_D_TASK_KEYS + ("eval_points", "tune_docs")
 KNOWN_D_ESTIMATOR_KEYS = {"reference": ("reference",), "base": ("model", "train"),
-                          "wide": ("model", "train"), "mlp": ("mlp", "train"),
-                          "mlp_wide": ("mlp", "train")}
+                          "wide": ("model", "train", "width_lr_scale"), "mlp": ("mlp", "train"),
+                          "mlp_wide": ("mlp", "train", "width_lr_scale")}
 
 
 def known_d_run_options(wildcards):
