@@ -15,6 +15,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py fields      # the learners' slopes on fields of other level structure
     python scripts/known_d_checks.py warmup      # what a longer warmup (it unsticks the stuck runs) costs at small n
     python scripts/known_d_checks.py wide-lr     # do the wide twins train as well as their learners at half the lr?
+    python scripts/known_d_checks.py mlp-asymptote  # the MLP's slope at d >= 4 to n = 2^17, three seeds
     python scripts/known_d_checks.py all
 """
 
@@ -309,9 +310,33 @@ def _wide_lr_report(rows: list[dict], arms, scale: float) -> None:
         print(f"d = {d}, s = {s:g}, n = 8192: " + "; ".join(words))
 
 
+def _mlp_asymptote_job(d: int, s: float, n: int, seed: int, estimator: str) -> dict:
+    known_d = _known_d(**{**EARLIER, "batch_size": 256, "early_stop_patience": 8})
+    return _run(known_d, d, s, n, seed, estimator)
+
+
+def mlp_asymptote(sizes=(8192, 16384, 32768, 65536, 131072), seeds=(0, 1, 2)) -> None:
+    """The MLP control and the reference at d >= 4, on n = 2^13..2^17, three seeds, with
+    the recipe that keeps the MLP learning there (batch 256, patience 8; `mlp-range` ran
+    it on one seed). Over the sweep's n = 512..8192 the MLP is steeper than 2s/(2s+d) at
+    every d >= 4: if those sizes are pre-asymptotic, its local slope falls towards the
+    prediction as n grows."""
+    arms = ((4, 1.0), (4, 2.0), (8, 2.0))
+    jobs = [(d, s, n, seed, e) for d, s in arms for n in sizes for seed in seeds for e in ("mlp", "reference")]
+    rows = _parallel(_mlp_asymptote_job, sorted(jobs, key=lambda j: -j[2]))
+    for d, s in arms:
+        for estimator in ("mlp", "reference"):
+            mean = [{"docs": n, "excess": sum(r["excess"] for r in rows if (r["d"], r["s"], r["docs"],
+                                              r["estimator"]) == (d, s, n, estimator)) / len(seeds)}
+                    for n in sizes]
+            print(f"d = {d}, s = {s:g}, {estimator} (mean of {len(seeds)} seeds): {_slopes(mean)}; "
+                  f"theory {2 * s / (2 * s + d):.3f}; excess " + ", ".join(f"{m['excess']:.4f}" for m in mean))
+
+
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
           "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
-          "ladder": ladder, "fields": fields, "warmup": warmup, "wide-lr": wide_lr}
+          "ladder": ladder, "fields": fields, "warmup": warmup, "wide-lr": wide_lr,
+          "mlp-asymptote": mlp_asymptote}
 
 
 def main() -> None:

@@ -323,7 +323,7 @@ def test_known_d_in_miniature_and_what_reruns(tmp_path):
     assert planned(mlp={"width": 32, "layers": 1}) == {"known_d_run": 8, "known_d_laws": 1, "all": 1}
     assert planned(width_docs=[128, 256]) == {"known_d_run": 4, "known_d_laws": 1, "all": 1}
     # the twins' own lr re-runs the twins (2 seeds, the network's and the MLP's), nothing else
-    assert planned(width_lr_scale=0.5) == {"known_d_run": 4, "known_d_laws": 1, "all": 1}
+    assert planned(width_lr_scale=0.25) == {"known_d_run": 4, "known_d_laws": 1, "all": 1}
     # fewer width seeds: the runs already made serve; the laws see fewer of them
     assert planned(width_seeds=[0]) == {"known_d_laws": 1, "all": 1}
     # the field is the generator: every run of the arm re-runs
