@@ -323,14 +323,20 @@ def mlp_asymptote(sizes=(8192, 16384, 32768, 65536, 131072), seeds=(0, 1, 2)) ->
     prediction as n grows."""
     arms = ((4, 1.0), (4, 2.0), (8, 2.0))
     jobs = [(d, s, n, seed, e) for d, s in arms for n in sizes for seed in seeds for e in ("mlp", "reference")]
+    # the MLP at twice its width (half its lr) where it flattens: is its floor its width?
+    jobs += [(d, s, n, seed, "mlp_wide") for d, s in arms for n in sizes[-2:] for seed in seeds]
     rows = _parallel(_mlp_asymptote_job, sorted(jobs, key=lambda j: -j[2]))
+
+    def mean(d, s, n, estimator):
+        return sum(r["excess"] for r in rows if (r["d"], r["s"], r["docs"], r["estimator"]) == (d, s, n, estimator)) / len(seeds)
+
     for d, s in arms:
         for estimator in ("mlp", "reference"):
-            mean = [{"docs": n, "excess": sum(r["excess"] for r in rows if (r["d"], r["s"], r["docs"],
-                                              r["estimator"]) == (d, s, n, estimator)) / len(seeds)}
-                    for n in sizes]
-            print(f"d = {d}, s = {s:g}, {estimator} (mean of {len(seeds)} seeds): {_slopes(mean)}; "
-                  f"theory {2 * s / (2 * s + d):.3f}; excess " + ", ".join(f"{m['excess']:.4f}" for m in mean))
+            means = [{"docs": n, "excess": mean(d, s, n, estimator)} for n in sizes]
+            print(f"d = {d}, s = {s:g}, {estimator} (mean of {len(seeds)} seeds): {_slopes(means)}; "
+                  f"theory {2 * s / (2 * s + d):.3f}; excess " + ", ".join(f"{m['excess']:.4f}" for m in means))
+        print(f"d = {d}, s = {s:g}, the MLP at twice its width: " + ", ".join(
+            f"n = {n}: {mean(d, s, n, 'mlp_wide'):.4f} against {mean(d, s, n, 'mlp'):.4f}" for n in sizes[-2:]))
 
 
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
