@@ -514,8 +514,7 @@ def run_one(known_d: dict, d: int, s: float, n: int, seed: int, estimator: str, 
             net = train_network(task, train, tune, eval_z, shape, settings, seed, threads=threads, device=device)
         excess = net.excess
         record.update(device=str(device), n_embd=shape["n_embd"], n_layer=shape["n_layer"], lr=settings.lr,
-                      steps=net.steps,
-                      best_step=net.best_step,
+                      steps=net.steps, best_step=net.best_step,
                       best_val_loss=net.best_val_loss, converged=net.converged, wall_s=net.wall_s,
                       params_nonembed=net.params_nonembed, ids=net.ids, history=net.history)
     record["excess"] = float(excess.mean())

@@ -10,9 +10,9 @@ size separately, the training seeds (runs at different sizes are independent tra
 The network's exponent is fitted only over the sizes where it is in the regime the
 theory describes: its excess within `reference_factor` of the reference's (estimation,
 not optimisation, limits it), the approximation error (what doubling its width gains,
-measured where the wide control ran, median over seeds) at most `width_tolerance` of its excess, and every
-seed converged. The MLP control is held to the same rule, with its own wide control. The
-other sizes are drawn and flagged, never silently dropped.
+measured where the wide control ran, median over seeds) at most `width_tolerance` of its
+excess, and every seed converged. The MLP control is held to the same rule, with its own
+wide control. The other sizes are drawn and flagged, never silently dropped.
 
 Where the wide control trains worse than the learner (or did not run), the approximation
 error is unmeasured. An approximation error A that does not depend on n can only flatten
