@@ -280,8 +280,10 @@ def fields() -> None:
             print(f"{f} field, {e}: {_slopes(mine)}; theory 0.500")
 
 
-def _wide_lr_job(d: int, s: float, seed: int, estimator: str, lr: float) -> dict:
-    return _run(_known_d(**{**EARLIER, "lr": lr}), d, s, 8192, seed, estimator, lr=lr)
+def _wide_lr_job(d: int, s: float, seed: int, estimator: str, scale: float) -> dict:
+    known_d = {**_known_d(**EARLIER), "width_lr_scale": scale}  # run_one scales the twins' lr
+    twin = estimator in ("wide", "mlp_wide")
+    return _run(known_d, d, s, 8192, seed, estimator, lr=EARLIER["lr"] * (scale if twin else 1.0))
 
 
 def wide_lr(scale: float = 0.5) -> None:
@@ -289,10 +291,9 @@ def wide_lr(scale: float = 0.5) -> None:
     at `scale` times it. At the learner's lr the twins trained worse than their learners
     in half the arms, which leaves the approximation error unmeasured; a wider Adam
     network is commonly given a smaller lr."""
-    lr = EARLIER["lr"]
     arms = [(a["d"], float(a["s"])) for a in _known_d()["arms"]]
-    jobs = [(d, s, seed, est, lr * (scale if est in ("wide", "mlp_wide") else 1.0))
-            for d, s in arms for seed in (0, 1, 2) for est in ("base", "wide", "mlp", "mlp_wide")]
+    jobs = [(d, s, seed, est, scale) for d, s in arms for seed in (0, 1, 2)
+            for est in ("base", "wide", "mlp", "mlp_wide")]
     _wide_lr_report(_parallel(_wide_lr_job, jobs), arms, scale)
 
 

@@ -256,7 +256,7 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
             else:
                 a, lo, hi = bootstrap_exponent(sizes, _stack(runs, excess, arm, estimator, sizes),
                                                reps=reps, level=level, seed=seed)
-                how = considered[considered.in_regime].approximation.iloc[0] if len(considered) else MEASURED
+                how = considered.approximation.iloc[0] if len(considered) else MEASURED  # one per learner
                 if how == MEASURED:
                     verdict, reason = decide((a, lo, hi), (pred, pred, pred), margin)
                 else:
@@ -274,7 +274,8 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
     return pd.DataFrame(rows, columns=EXPONENT_COLUMNS)
 
 
-def _fmt(r) -> str:
+def exponent_text(r) -> str:
+    """An exponents.csv row's exponent, interval and bound, or "—" without a fit."""
     if np.isnan(r.exponent):
         return "—"
     return f"{r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" + (" (lower bound)" if r.lower_bound else "")
@@ -297,12 +298,12 @@ def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.Data
     for arm, sel in exponents.groupby("arm", sort=False):
         by = sel.set_index("estimator")
         ref, net = by.loc["reference"], by.loc["network"]
-        line = (f"| {arm} | {ref.d} | {ref.s:g} | {ref.predicted:.3f} | {_fmt(ref)} | "
-                f"{ref.verdict} | {_fmt(net)} | {net.n_sizes} | **{net.verdict}** |")
+        line = (f"| {arm} | {ref.d} | {ref.s:g} | {ref.predicted:.3f} | {exponent_text(ref)} | "
+                f"{ref.verdict} | {exponent_text(net)} | {net.n_sizes} | **{net.verdict}** |")
         if has_mlp:
             mlp = by.loc["mlp"] if "mlp" in by.index else None
             line += (" — | 0 | — |" if mlp is None else
-                     f" {_fmt(mlp)} | {mlp.n_sizes} | {mlp.verdict} |")
+                     f" {exponent_text(mlp)} | {mlp.n_sizes} | {mlp.verdict} |")
         lines.append(line)
     lines += ["", "Why each verdict of a learner:", ""]
     for r in exponents[exponents.estimator != "reference"].itertuples():

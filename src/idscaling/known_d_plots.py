@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 
 from idscaling.figures import legend, log_axis, panels, save, styled
+from idscaling.known_d_laws import exponent_text
 
 COLORS = {"network": sns.color_palette("deep")[0], "wide": sns.color_palette("deep")[2],
           "reference": sns.color_palette("deep")[3], "mlp": sns.color_palette("deep")[1],
@@ -98,9 +99,7 @@ def plot_excess(runs: pd.DataFrame, flags: pd.DataFrame, exponents: pd.DataFrame
             if len(fitted) >= 2:
                 ys = means[est].loc[fitted]
                 _fit_line(ax, fitted, r, np.exp(np.mean(np.log(ys))), COLORS[est], "--")
-            notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else
-                                       f"α = {r.exponent:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
-                                       + (" (lower bound)" if r.lower_bound else ""))
+            notes.append(f"{est}: " + ("no fit" if np.isnan(r.exponent) else f"α = {exponent_text(r)}")
                          + f", {r.verdict}")
         log_axis(ax, "x")
         ax.set_yscale("log")
