@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from idscaling.errors import ConfigError
-from idscaling.known_d import (Task, entropy, kl, knn_reference, level_ladder, network_excess, run_one,
+from idscaling.known_d import (Task, entropy, feature_oracle, kl, knn_reference, level_ladder, network_excess, run_one,
                                task_from_config, train_mlp, _document_loss, _symbol_logits)
 from idscaling.model import GPT, GPTConfig
 from idscaling.schedule import TrainSettings
@@ -114,6 +114,21 @@ def test_reference_learns_at_the_theorys_rate_for_d1():
         excess.append(ref.excess.mean())
     alpha = -np.polyfit(np.log(sizes), np.log(excess), 1)[0]
     assert abs(alpha - 2 / 3) < 0.08, alpha
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_feature_oracle_on_a_field_of_few_waves_learns_at_the_parametric_rate(noise):
+    # A field of one level of M waves is a model of P = M(V - 1) free parameters (softmax
+    # ignores a shift shared by all V logits). For such a model the expected excess of the
+    # maximum-likelihood fit is P / 2N over N observations; the prior's pull is negligible here.
+    task = Task(d=2, s=1.0, vocab=4, symbols=16, levels=1, noise=noise)
+    params = len(task.field.phases) * (task.vocab - 1)
+    eval_z, _ = task.eval_points(4096)
+    n = 4096
+    fits = [feature_oracle(task, *task.documents(seed, n), eval_z) for seed in range(20)]
+    assert all(f.converged for f in fits)
+    excess = np.mean([f.excess.mean() for f in fits])
+    assert excess * 2 * n * task.symbols == pytest.approx(params, rel=0.15)
 
 
 @pytest.mark.parametrize("kwargs, word", [({"noise": 1.0}, "noise"), ({"digits": 0}, "digits"),

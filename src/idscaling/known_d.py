@@ -228,6 +228,65 @@ def knn_reference(task: Task, z: np.ndarray, symbols: np.ndarray, tune_z: np.nda
     return ReferenceResult(k=k, excess=kl(task.probs(eval_z), q), tune_excess=float(losses[best] / len(tune_z)))
 
 
+@dataclass(frozen=True)
+class OracleResult:
+    excess: np.ndarray  # per held-out point
+    iterations: int
+    converged: bool
+
+
+def feature_oracle(task: Task, z: np.ndarray, symbols: np.ndarray, eval_z: np.ndarray, *,
+                   max_iter: int = 3000, tol: float = 1e-6) -> OracleResult:
+    """The posterior mode of the field's weights under the field's own prior, given every
+    wave's direction, frequency and phase: the best a learner can do that knows how the
+    field was drawn but not the draw.
+
+    The field is linear in its weights, which are Gaussian a priori, so this is a
+    penalised multinomial logistic regression on the waves cos(ω⟨u, z⟩ + φ) with the
+    penalty the prior sets. Its rate is the rate this field allows (up to the
+    posterior-mode approximation of the Bayes predictor): if the field has a fixed number
+    of waves per level, a learner that finds them can learn at nearly the parametric
+    rate, faster than 2s/(2s+d), and no learner's steeper slope is then evidence against
+    the theory; where the waves are as many as the cells of each scale, it is 2s/(2s+d).
+    """
+    f = task.field
+    scale = task.temperature * f.weight_std  # the prior std of each wave's logit weights
+
+    def design(points: np.ndarray) -> torch.Tensor:
+        # whitened: a weight of N(0, 1) per wave, so the penalty is |A|^2 / 2 and the
+        # levels' very different scales do not slow the solver
+        return torch.from_numpy(np.cos(points @ f.directions.T * f.frequencies + f.phases) * scale)
+
+    phi = design(z)
+    counts = torch.zeros(len(z), task.vocab, dtype=torch.float64)
+    counts.scatter_add_(1, torch.from_numpy(symbols.astype(np.int64)),
+                        torch.ones(symbols.shape, dtype=torch.float64))
+    weights = torch.zeros(phi.shape[1], task.vocab, dtype=torch.float64, requires_grad=True)
+
+    def log_q(features: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(features @ weights, dim=1)
+        if task.noise == 0.0:
+            return logp
+        return torch.logaddexp(logp + math.log1p(-task.noise), torch.full_like(logp, math.log(task.noise / task.vocab)))
+
+    solver = torch.optim.LBFGS([weights], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
+                               tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
+
+    def objective():
+        solver.zero_grad()
+        # per document, so that `tol` means the same at every n
+        loss = (-(counts * log_q(phi)).sum() + 0.5 * (weights ** 2).sum()) / len(z)
+        loss.backward()
+        return loss
+
+    solver.step(objective)
+    iterations = solver.state[weights]["n_iter"]
+    with torch.no_grad():
+        logq = np.concatenate([log_q(design(eval_z[i:i + 4096])).numpy() for i in range(0, len(eval_z), 4096)])
+    return OracleResult(excess=kl_from_log(task.probs(eval_z), logq), iterations=int(iterations),
+                        converged=int(iterations) < max_iter)
+
+
 # -------------------------------------------------------------------------- network
 
 

@@ -41,6 +41,7 @@ class LacunaryField:
     phases: np.ndarray  # (waves,)
     weights: np.ndarray  # (waves, vocab): c r^(-js) a_jm
     level: np.ndarray  # (waves,) the level j of each wave
+    weight_std: np.ndarray  # (waves,) the prior's std of each wave's weights: a draw is this times N(0, 1)
 
     @property
     def vocab(self) -> int:
@@ -60,7 +61,8 @@ class LacunaryField:
         keep = self.level < levels
         return LacunaryField(d=self.d, s=self.s, directions=self.directions[keep],
                              frequencies=self.frequencies[keep], phases=self.phases[keep],
-                             weights=self.weights[keep], level=self.level[keep])
+                             weights=self.weights[keep], level=self.level[keep],
+                             weight_std=self.weight_std[keep])
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
@@ -110,10 +112,11 @@ def make_field(d: int, s: float, seed: int, *, vocab: int = 16, levels: int = 10
     amplitude = level_ratio ** (-level * s)
     # Var f_v(z) = Σ amp^2 |a|^2 E cos^2 = Σ_j r^(-2js) / 2 with a ~ N(0, 1/M_j): make it 1
     c = 1.0 / np.sqrt(0.5 * np.sum(level_ratio ** (-2 * np.arange(levels) * s)))
-    weights = c * amplitude[:, None] * rng.standard_normal((n, vocab)) / np.sqrt(per_level[level])[:, None]
+    weight_std = c * amplitude / np.sqrt(per_level[level])
+    weights = weight_std[:, None] * rng.standard_normal((n, vocab))
     return LacunaryField(d=int(d), s=float(s), directions=directions,
                          frequencies=base_frequency * level_ratio ** level, phases=phases, weights=weights,
-                         level=level)
+                         level=level, weight_std=weight_std)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
