@@ -16,6 +16,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py warmup      # what a longer warmup (it unsticks the stuck runs) costs at small n
     python scripts/known_d_checks.py wide-lr     # do the wide twins train as well as their learners at half the lr?
     python scripts/known_d_checks.py mlp-asymptote  # the MLP's slope at d >= 4 to n = 2^17, three seeds
+    python scripts/known_d_checks.py oracle      # the rate each field allows a learner that knows how it was drawn
     python scripts/known_d_checks.py all
 """
 
@@ -29,6 +30,7 @@ import json
 import math
 import multiprocessing
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import yaml
 
 from idscaling import known_d as known_d_module
 from idscaling.config import validate_config
-from idscaling.known_d import level_ladder, run_one, task_from_config
+from idscaling.known_d import feature_oracle, level_ladder, run_one, task_from_config
 from idscaling.synthetic import make_field
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "known_d.yaml"
@@ -340,10 +342,57 @@ def mlp_asymptote(sizes=(8192, 16384, 32768, 65536, 131072), seeds=(0, 1, 2)) ->
             f"n = {n}: {mean(d, s, n, 'mlp_wide'):.4f} against {mean(d, s, n, 'mlp'):.4f}" for n in sizes[-2:]))
 
 
+CELLS = {"max_modes": 4096}  # configs/known_d_cells.yaml's field
+
+
+def _oracle_job(d: int, s: float, n: int, seed: int, cells: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    known_d = {**_known_d(), **(CELLS if cells else {})}
+    task = task_from_config(known_d, d, s)
+    eval_z, _ = task.eval_points(known_d["eval_points"])
+    fit = feature_oracle(task, *task.documents(seed, n), eval_z)
+    row = {"d": d, "s": s, "docs": n, "seed": seed, "field": "cells" if cells else "sweep's",
+           "waves": len(task.field.phases), "excess": float(fit.excess.mean()),
+           "iterations": fit.iterations, "converged": fit.converged}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def oracle(sizes=(512, 1024, 2048, 4096, 8192), beyond=(16384, 32768), cell_sizes=(512, 1024, 2048, 4096),
+           seed=0) -> None:
+    """Every arm: `feature_oracle` (the posterior mode of the field's weights given its
+    waves) on the sweep's field, n = 512..32768, and, at d <= 4, on the field of as many
+    waves per level as cells (configs/known_d_cells.yaml), n = 512..4096 (its cost grows
+    with n times its tens of thousands of waves). The k-NN reference shows the rate of a
+    local average; the oracle shows the rate the field allows a learner that finds its
+    waves. If that is steeper than 2s/(2s+d), a learner's steeper slope is no evidence
+    against the theory: the field is not one of the hard functions the theory's rate is about."""
+    arms = [(a["d"], float(a["s"])) for a in _known_d()["arms"]]
+    jobs = [(d, s, n, seed, False) for d, s in arms for n in (*sizes, *beyond)]
+    jobs += [(d, s, n, seed, True) for d, s in arms if d <= 4 for n in cell_sizes]
+    rows = _parallel(_oracle_job, sorted(jobs, key=lambda j: -j[2] * (1 + 40 * j[4]) * j[0]))
+    sweep = list(csv.DictReader(SWEEPS["CPU"].open()))
+    for d, s in arms:
+        arm = f"d{d}-s{s:g}"
+        for field in ("sweep's", "cells"):
+            mine = sorted((r for r in rows if (r["d"], r["s"], r["field"]) == (d, s, field)), key=lambda r: r["docs"])
+            if mine:
+                print(f"{arm}, {field} field ({mine[0]['waves']} waves), oracle: {_slopes(mine)}; "
+                      f"theory {2 * s / (2 * s + d):.3f}" + ("" if all(r["converged"] for r in mine) else "; NOT CONVERGED"))
+        oracle_at = {r["docs"]: r["excess"] for r in rows if (r["d"], r["s"], r["field"]) == (d, s, "sweep's")}
+        for estimator in ("reference", "base"):
+            mean = {n: statistics.mean(float(r["excess"]) for r in sweep if r["arm"] == arm and
+                                       r["estimator"] == estimator and int(r["docs"]) == n) for n in sizes}
+            print(f"  CPU sweep {estimator} / oracle on the sweep's field: " +
+                  ", ".join(f"n={n} {mean[n] / oracle_at[n]:.2f}" for n in sizes))
+
+
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
           "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
           "ladder": ladder, "fields": fields, "warmup": warmup, "wide-lr": wide_lr,
-          "mlp-asymptote": mlp_asymptote}
+          "mlp-asymptote": mlp_asymptote, "oracle": oracle}
 
 
 def main() -> None:
