@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from idscaling.checkpoint import CHECKPOINT_NAME
 from idscaling.tables import ID_COLUMNS, LOSS_COLUMNS
 from workflow_utils import copy_workflow, load_config, planned_jobs, snakemake, write_config
 
@@ -201,8 +202,9 @@ def _one_run_config(workdir: Path, name: str, **train) -> tuple[str, dict]:
 def test_sigkill_mid_training_resumes_from_checkpoint(tmp_path):
     """Kill the whole workflow (SIGKILL) after a checkpoint; --rerun-incomplete resumes it."""
     workdir = copy_workflow(tmp_path)
-    path, config = _one_run_config(workdir, "kill", max_steps=400, checkpoint_every=25,
-                                   eval_every=50, early_stop_patience=0)
+    # long enough after the first checkpoint that the kill lands before the run ends
+    path, config = _one_run_config(workdir, "kill", max_steps=1200, checkpoint_every=25,
+                                   eval_every=100, early_stop_patience=0)
     target = "results/code/runs/mid/D16000/s0/metrics.json"  # relative: Snakemake matches rules on it
     run = workdir / "results" / "code" / "runs" / "mid" / "D16000" / "s0"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -210,13 +212,12 @@ def test_sigkill_mid_training_resumes_from_checkpoint(tmp_path):
         [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", path],
         cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    ckpt = run / "ckpt"
+    ckpt = run / "ckpt" / CHECKPOINT_NAME  # written by rename: once it exists it is whole
     deadline = time.monotonic() + 300
-    while not (ckpt.exists() and any(ckpt.iterdir())):
+    while not ckpt.exists():
         assert proc.poll() is None, "the workflow ended before the first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.5)
-    time.sleep(1.0)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "metrics.json").exists()
