@@ -342,14 +342,14 @@ def mlp_asymptote(sizes=(8192, 16384, 32768, 65536, 131072), seeds=(0, 1, 2)) ->
             f"n = {n}: {mean(d, s, n, 'mlp_wide'):.4f} against {mean(d, s, n, 'mlp'):.4f}" for n in sizes[-2:]))
 
 
-CELLS = {"max_modes": 4096}  # configs/known_d_cells.yaml's field
+CELLS = CONFIG.with_name("known_d_cells.yaml")  # the sweep on a field of as many waves per level as cells
 
 
 def _oracle_job(d: int, s: float, n: int, seed: int, cells: bool) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    known_d = {**_known_d(), **(CELLS if cells else {})}
+    known_d = _known_d(CELLS if cells else CONFIG)
     task = task_from_config(known_d, d, s)
     eval_z, _ = task.eval_points(known_d["eval_points"])
     fit = feature_oracle(task, *task.documents(seed, n), eval_z)

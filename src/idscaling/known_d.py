@@ -255,7 +255,7 @@ def feature_oracle(task: Task, z: np.ndarray, symbols: np.ndarray, eval_z: np.nd
     def design(points: np.ndarray) -> torch.Tensor:
         # whitened: a weight of N(0, 1) per wave, so the penalty is |A|^2 / 2 and the
         # levels' very different scales do not slow the solver
-        return torch.from_numpy(np.cos(points @ f.directions.T * f.frequencies + f.phases) * scale)
+        return torch.from_numpy(f.waves(points) * scale)
 
     phi = design(z)
     counts = torch.zeros(len(z), task.vocab, dtype=torch.float64)

@@ -64,15 +64,24 @@ class LacunaryField:
                              weights=self.weights[keep], level=self.level[keep],
                              weight_std=self.weight_std[keep])
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
+    def _points(self, z) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or z.shape[1] != self.d + 1:
             raise ValueError(f"field on S^{self.d} takes points of shape (n, {self.d + 1}), got {z.shape}")
+        return z
+
+    def waves(self, z: np.ndarray) -> np.ndarray:
+        """Each wave's value cos(ω⟨u, z⟩ + φ) at each point, shape (n, waves): f(z) is this
+        times `weights`."""
+        z = self._points(z)
+        return np.cos(z @ self.directions.T * self.frequencies + self.phases)
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = self._points(z)
         out = np.empty((len(z), self.vocab))
         rows = max(1, min(8192, 2 ** 23 // max(1, len(self.phases))))  # bounded memory for any n and waves
         for lo in range(0, len(z), rows):
-            part = z[lo:lo + rows]
-            out[lo:lo + rows] = np.cos(part @ self.directions.T * self.frequencies + self.phases) @ self.weights
+            out[lo:lo + rows] = self.waves(z[lo:lo + rows]) @ self.weights
         return out
 
 
