@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from idscaling.errors import DataError
-from idscaling.known_d_laws import WIDE, bootstrap_exponent, fit_arms, regime_flags
+from idscaling.known_d_laws import WIDE, bootstrap_exponent, fit_arms, levels_spanned, regime_flags
 
 SIZES = np.array([512, 1024, 2048, 4096, 8192])
 
@@ -74,7 +74,7 @@ def _runs(alpha_net, alpha_ref, pred_d=2, s=1.0, factor=1.0, alpha_mlp=None, see
 def _verdicts(alpha_net, factor=1.0, alpha_mlp=None, wide=1.0):
     runs, excess = _runs(alpha_net, 0.5, factor=factor, alpha_mlp=alpha_mlp, wide=wide)
     flags = regime_flags(runs, reference_factor=1.5, width_tolerance=0.1)
-    table = fit_arms(runs, excess, flags, margin=0.05, reps=400, level=0.95)
+    table = fit_arms(runs, excess, flags, margin=0.05, reps=400, level=0.95, level_ratio=2.0)
     return table.set_index("estimator")
 
 
@@ -176,9 +176,36 @@ def test_the_reason_names_where_one_seed_strays():
     runs.loc[stray, "excess"] *= 3
     excess[stray] = excess[stray] * 3
     flags = regime_flags(runs, reference_factor=5.0, width_tolerance=0.1)
-    table = fit_arms(runs, excess, flags, margin=0.05, reps=200, level=0.95).set_index("estimator")
+    table = fit_arms(runs, excess, flags, margin=0.05, reps=200, level=0.95, level_ratio=2.0).set_index("estimator")
     reason = table.loc["network", "reason"]
     spread = re.search(r"seeds differ most at n = (\d+): .* \((\d+\.\d)x\)", reason)
     assert spread, reason
     assert int(spread.group(1)) == 4096
     assert 2.5 < float(spread.group(2)) < 3.5
+
+
+@pytest.mark.parametrize("d, s, ratio, spanned", [(2, 1.0, 2.0, 1.0), (4, 2.0, 2.0, 0.5), (8, 2.0, 2.0, 1 / 3),
+                                                   (4, 2.0, 2 ** 0.25, 2.0), (1, 1.0, 2.0, 4 / 3)])
+def test_levels_spanned_counts_the_rungs_the_envelope_descends(d, s, ratio, spanned):
+    # over 512..8192 the envelope n^-(2s/(2s+d)) falls 16^(2s/(2s+d)) times; one level is
+    # ratio^(2s) lower than the last, so it descends log2(16) / ((2s+d) log2(ratio)) levels
+    assert levels_spanned(SIZES, d, s, ratio) == pytest.approx(spanned)
+    # the same from the ladder itself: a field whose rungs stand ratio^(2s) apart
+    rungs = ratio ** (-2 * s * np.arange(12))
+    envelope = (SIZES / SIZES[0]) ** -(2 * s / (2 * s + d))
+    climbed = np.interp(-np.log(envelope[-1]), -np.log(rungs), np.arange(12))
+    assert climbed == pytest.approx(spanned)
+
+
+def test_a_learner_fitted_over_less_than_one_level_is_told_so():
+    # d = 4, s = 2: 512..8192 spans half a level of an octave field, two of a quarter-octave one
+    runs, excess = _runs(0.5, 0.5, pred_d=4, s=2.0)
+    flags = regime_flags(runs, reference_factor=1.5, width_tolerance=0.1)
+    octave = fit_arms(runs, excess, flags, margin=0.05, reps=100, level=0.95, level_ratio=2.0).set_index("estimator")
+    assert octave.loc["network", "levels_spanned"] == pytest.approx(0.5)
+    assert "span 0.50 of the field's levels" in octave.loc["network", "reason"]
+    assert "levels" not in octave.loc["reference", "reason"]  # a local average has none to learn
+    quarter = fit_arms(runs, excess, flags, margin=0.05, reps=100, level=0.95,
+                       level_ratio=2 ** 0.25).set_index("estimator")
+    assert quarter.loc["network", "levels_spanned"] == pytest.approx(2.0)
+    assert "field's levels" not in quarter.loc["network", "reason"]

@@ -40,11 +40,24 @@ MIN_SIZES = 3  # a pure power law has two parameters: a fit needs more points th
 RUN_COLUMNS = ["arm", "d", "s", "docs", "seed", "estimator", "excess", "floor",
                "quantisation_excess", "k", "n_embd", "lr", "steps", "converged", "wall_s"]
 EXPONENT_COLUMNS = ["arm", "d", "s", "estimator", "predicted", "exponent", "ci_low", "ci_high",
-                    "n_sizes", "sizes", "lower_bound", "verdict", "reason"]
+                    "n_sizes", "sizes", "levels_spanned", "lower_bound", "verdict", "reason"]
 
 
 def predicted_exponent(d: float, s: float) -> float:
     return 2 * s / (2 * s + d)
+
+
+def levels_spanned(sizes, d: float, s: float, level_ratio: float) -> float:
+    """How many of the field's levels the theory's envelope n^(-2s/(2s+d)) descends from
+    the smallest to the largest of `sizes`: neighbouring levels' shares of the excess stand
+    level_ratio^(2s) apart, so the envelope needs level_ratio^(2s+d) times the data per
+    level. Over less than one level, a learner that learns the field level by level can
+    show any slope from its plateau (near 0) to how fast one level is learned (near 1):
+    such a window cannot tell its envelope from how it learns one level. A local average,
+    like the reference, has no levels to learn and is not limited so."""
+    if len(sizes) < 2:
+        return np.nan
+    return float(np.log(max(sizes) / min(sizes)) / ((2 * s + d) * np.log(level_ratio)))
 
 
 ID_COLUMNS = ["arm", "d", "s", "docs", "seed", "estimator", "state", "k", "id", "calibrated_id"]
@@ -225,10 +238,10 @@ def widest_seed_spread(runs: pd.DataFrame, arm: str, estimator: str, sizes) -> s
 
 
 def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: float, reps: int,
-             level: float, reference_docs=None, seed: int = 0) -> pd.DataFrame:
+             level: float, level_ratio: float, reference_docs=None, seed: int = 0) -> pd.DataFrame:
     """One row per arm and estimator: the reference over `reference_docs` (default: every
     size it ran at), the network and the MLP control (where it ran) over the sizes `flags`
-    puts in the regime."""
+    puts in the regime, with the field's levels their sizes span (`levels_spanned`)."""
     rows = []
     for arm, sel in runs.groupby("arm", sort=False):
         d, s = int(sel.d.iloc[0]), float(sel.s.iloc[0])
@@ -246,7 +259,7 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
                 sizes = considered[considered.in_regime].docs.to_numpy()
             row = {"arm": arm, "d": d, "s": s, "estimator": name, "predicted": pred,
                    "n_sizes": len(sizes), "sizes": ";".join(str(int(n)) for n in sizes),
-                   "lower_bound": False}
+                   "levels_spanned": levels_spanned(sizes, d, s, level_ratio), "lower_bound": False}
             if len(sizes) < MIN_SIZES:
                 excluded = considered[~considered.in_regime]
                 why = "; ".join(f"n={int(r.docs)}: {r.why_not}" for r in excluded.itertuples())
@@ -268,6 +281,10 @@ def fit_arms(runs: pd.DataFrame, excess: dict, flags: pd.DataFrame, *, margin: f
                                              else f"{lo:.3f} is not above {pred:.3f}"))
                 spread = widest_seed_spread(runs, arm, estimator, sizes)
                 reason += f"; {spread}" if spread else ""
+                if estimator != "reference" and row["levels_spanned"] < 1:
+                    reason += (f"; its sizes span {row['levels_spanned']:.2f} of the field's levels on "
+                               "the theory's envelope, under one: a learner that learns level by level "
+                               "can show any slope from near 0 to near 1 there")
                 row.update(exponent=a, ci_low=lo, ci_high=hi, lower_bound=how != MEASURED,
                            verdict=verdict, reason=reason)
             rows.append(row)
@@ -404,7 +421,8 @@ def run_known_d_laws(json_paths: list[Path], out_dir: Path, fig_dir: Path, known
     flags = regime_flags(runs, reference_factor=known_d["reference_factor"],
                          width_tolerance=known_d["width_tolerance"])
     exponents = fit_arms(runs, excess, flags, margin=known_d["margin"], reps=known_d["bootstrap"],
-                         level=known_d["level"], reference_docs=known_d.get("reference_docs"))
+                         level=known_d["level"], level_ratio=known_d["level_ratio"],
+                         reference_docs=known_d.get("reference_docs"))
     ladder = ladder_table(runs, known_d)
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, name in ((runs, "runs.csv"), (flags, "regime.csv"), (exponents, "exponents.csv"),
