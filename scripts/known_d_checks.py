@@ -17,6 +17,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py wide-lr     # do the wide twins train as well as their learners at half the lr?
     python scripts/known_d_checks.py mlp-asymptote  # the MLP's slope at d >= 4 to n = 2^17, three seeds
     python scripts/known_d_checks.py oracle      # the rate each field allows a learner that knows how it was drawn
+    python scripts/known_d_checks.py digits      # does the network's state cluster by z's leading digit (its ID at d = 2, s = 2)?
     python scripts/known_d_checks.py all
 """
 
@@ -389,10 +390,93 @@ def oracle(sizes=(512, 1024, 2048, 4096, 8192), beyond=(16384, 32768), cell_size
                   ", ".join(f"n={n} {mean[n] / oracle_at[n]:.2f}" for n in sizes))
 
 
+def _digits_job(d: int, s: float, seed: int, n: int, recipe: str) -> dict:
+    """One network run (the CPU sweep's recipe or the GPU sweep's); its states at the held-out points, read against the
+    cells of z's leading digit (one per coordinate)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from scipy.spatial import cKDTree
+
+    from idscaling.known_d import id_profile, true_logprobs
+    from idscaling.known_d_laws import calibrate, sphere_readings
+
+    torch.set_num_threads(1)
+    captured = {}
+    model_states = known_d_module.model_states
+
+    def capture(model, task, z):
+        captured.update(model_states(model, task, z))
+        return captured
+
+    known_d_module.model_states = capture
+    known_d = _known_d(CONFIG.with_name("known_d_gpu.yaml") if recipe == "GPU" else CONFIG)
+    row = {"recipe": recipe, "excess": _run(known_d, d, s, n, seed, "base", recipe=recipe)["excess"]}
+    task = task_from_config(known_d, d, s)
+    z, _ = task.eval_points(known_d["eval_points"])
+    lead = task.quantise(z) // task.base ** (task.digits - 1)
+    cell = np.unique(lead, axis=0, return_inverse=True)[1].ravel()
+    states = {"block2": captured["block2"], "logprobs": captured["logprobs"],
+              "true_logprobs": true_logprobs(task, z)}
+    k = 10
+    row.update(d=d, s=s, docs=n, seed=seed, points=len(z), cells=int(cell.max() + 1))
+    _, z_nn = cKDTree(z).query(z, k + 1)
+    row["z_nn_same_cell"] = float((cell[z_nn[:, 1:]] == cell[:, None]).mean())
+    # one point per leading-digit cell: what the MLE reads once no two points share a cell
+    first = np.unique(cell, return_index=True)[1]
+    readings = {m: sphere_readings(m_n, (10, 20), range(1, 2 * d + 3))
+                for m, m_n in (("all", len(z)), ("one_per_cell", len(first)))}
+    # a step where the leading digit changes: the state moves further per unit of z
+    # across a cell's edge than inside it (1 for a smooth map of z)
+    pair = z_nn[:, 1]
+    same = cell[pair] == cell
+    dz = np.linalg.norm(z - z[pair], axis=1)
+    for name, x in states.items():
+        _, nn = cKDTree(x).query(x, k + 1)
+        row[f"{name}_nn_same_cell"] = float((cell[nn[:, 1:]] == cell[:, None]).mean())
+        stretch = np.linalg.norm(x - x[pair], axis=1) / dz
+        row[f"{name}_edge_stretch"] = float(np.median(stretch[~same]) / np.median(stretch[same]))
+        for subset, idx in (("all", slice(None)), ("one_per_cell", first)):
+            ids = id_profile({name: x[idx]}, (10, 20))[name]
+            table = pd.DataFrame({"k": [10, 20], "id": [ids["10"], ids["20"]]})
+            cal = calibrate(table, readings[subset])
+            row[f"{name}_{subset}_id20"] = round(float(cal.iloc[1]), 3)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def digits(jobs=((2, 2.0, 2048, "CPU"), (2, 2.0, 8192, "CPU"), (2, 2.0, 32768, "CPU"), (2, 2.0, 32768, "GPU"),
+                 (4, 2.0, 8192, "CPU")), seeds=(0, 1, 2)) -> None:
+    """Why the network's ID reads under d at d = 2, s = 2 (and rises with k): does its state
+    step where the leading digit of a coordinate, one token, changes? For the sweep's
+    network (n = 8192, and at d = 2 also 2048 and 32768, and 32768 with the GPU sweep's
+    recipe, batch 256 and patience 16): how much further its state moves
+    per unit of z across a leading-digit cell's edge than inside a cell, the share of a
+    point's 10 nearest neighbours in its state that lie in its own cell (against the same
+    for z and for the true log-probabilities), and the calibrated ID at k = 20 on all
+    held-out points and on one point per cell."""
+    rows = _parallel(_digits_job, sorted([(d, s, seed, n, recipe) for d, s, n, recipe in jobs for seed in seeds],
+                                         key=lambda j: -j[3] * (1 + 3 * (j[4] == "GPU"))))
+    print()
+    for d, s, n, recipe in jobs:
+        mine = [r for r in rows if (r["d"], r["s"], r["docs"], r["recipe"]) == (d, s, n, recipe)]
+        mean = {key: statistics.mean(r[key] for r in mine) for key in mine[0]
+                if key not in ("d", "s", "docs", "seed", "recipe")}
+        print(f"d{d}-s{s:g}, n = {n}, {recipe} recipe ({len(mine)} seeds, {mean['points']:.0f} points in {mean['cells']:.0f} leading-digit "
+              f"cells; excess {mean['excess']:.4f}): state distance per unit of z across a cell edge / inside a cell: true log p "
+              f"{mean['true_logprobs_edge_stretch']:.2f}, network block2 {mean['block2_edge_stretch']:.2f}, "
+              f"log q {mean['logprobs_edge_stretch']:.2f}; neighbours in the same cell: z {mean['z_nn_same_cell']:.2f}, true log p "
+              f"{mean['true_logprobs_nn_same_cell']:.2f}, network block2 {mean['block2_nn_same_cell']:.2f}, "
+              f"network log q {mean['logprobs_nn_same_cell']:.2f}; calibrated ID (k = 20) all points / one per "
+              f"cell: block2 {mean['block2_all_id20']:.2f} / {mean['block2_one_per_cell_id20']:.2f}, "
+              f"log q {mean['logprobs_all_id20']:.2f} / {mean['logprobs_one_per_cell_id20']:.2f}, true log p "
+              f"{mean['true_logprobs_all_id20']:.2f} / {mean['true_logprobs_one_per_cell_id20']:.2f}")
+
+
 CHECKS = {"threads": threads, "patience": patience, "mlp-range": mlp_range,
           "network-range": network_range, "stuck": stuck, "waves": waves, "ridge": ridge,
           "ladder": ladder, "fields": fields, "warmup": warmup, "wide-lr": wide_lr,
-          "mlp-asymptote": mlp_asymptote, "oracle": oracle}
+          "mlp-asymptote": mlp_asymptote, "oracle": oracle, "digits": digits}
 
 
 def main() -> None:
