@@ -209,3 +209,31 @@ def test_a_learner_fitted_over_less_than_one_level_is_told_so():
                        level_ratio=2 ** 0.25).set_index("estimator")
     assert quarter.loc["network", "levels_spanned"] == pytest.approx(2.0)
     assert "field's levels" not in quarter.loc["network", "reason"]
+
+
+def test_the_id_table_shows_each_arm_at_its_largest_n_with_its_seeds_spread():
+    from idscaling.known_d_laws import id_markdown
+
+    rows = []
+    for docs, values in ((512, [9.0, 9.0, 9.0]), (8192, [1.46, 1.62, 1.84])):
+        rows += [{"arm": "d2-s2", "d": 2, "s": 2.0, "docs": docs, "seed": seed, "estimator": "base",
+                  "state": "block2", "k": 20, "id": v, "calibrated_id": v} for seed, v in enumerate(values)]
+    # the truth is read once per reference run: the same at every seed, at its smallest n
+    rows += [{"arm": "d2-s2", "d": 2, "s": 2.0, "docs": docs, "seed": seed, "estimator": "reference",
+              "state": "true_logprobs", "k": 20, "id": 2.03, "calibrated_id": 2.02}
+             for docs in (512, 1024) for seed in range(3)]
+    rows.append({**rows[0], "k": 40, "calibrated_id": 5.0})  # another k is not this table's
+    table = id_markdown(pd.DataFrame(rows), k=20)
+    line = next(x for x in table.splitlines() if x.startswith("| d2-s2"))
+    assert "| 1.64 [1.46, 1.84] (raw 1.64) |" in line
+    assert line.endswith("| 2.02 (raw 2.03) |")
+
+
+def test_the_id_table_says_how_many_seeds_read_outside_the_calibration():
+    from idscaling.known_d_laws import id_markdown
+
+    rows = [{"arm": "d1-s1", "d": 1, "s": 1.0, "docs": 8192, "seed": seed, "estimator": "base",
+             "state": "block1", "k": 20, "id": v, "calibrated_id": c}
+            for seed, (v, c) in enumerate([(0.5, np.nan), (0.6, np.nan), (1.2, 1.3)])]
+    line = id_markdown(pd.DataFrame(rows), k=20).splitlines()[-1]
+    assert line == "| d1-s1 | 1 | 1.30 (raw 0.77; 2 of 3 seeds outside the calibration) |"

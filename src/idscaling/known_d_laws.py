@@ -342,16 +342,29 @@ def summary_markdown(exponents: pd.DataFrame, flags: pd.DataFrame, runs: pd.Data
 
 
 def id_at_largest_n(ids: pd.DataFrame, k: int = 20) -> pd.DataFrame:
-    """Per arm and state: the mean over seeds of the calibrated ID at k, for the network
-    (base) at its largest n, and for the true log-probabilities."""
+    """Per arm and state: the mean over seeds of the calibrated ID at k, and its lowest and
+    highest seed, for the network (base) at its largest n, and for the true
+    log-probabilities. The seeds' spread is shown because a network's reading can move
+    with its training more than a tolerance on d allows."""
     sel = ids[(ids.k == k) & ids.estimator.isin(["base", "reference"])]
     rows = []
     for (arm, state), g in sel.groupby(["arm", "state"], sort=False):
         g = g[g.docs == g.docs.max()] if state != "true_logprobs" else g[g.docs == g.docs.min()]
         rows.append({"arm": arm, "d": g.d.iloc[0], "s": g.s.iloc[0], "state": state,
-                     "docs": int(g.docs.iloc[0]), "id": g["id"].mean(),
-                     "calibrated_id": g.calibrated_id.mean()})
+                     "docs": int(g.docs.iloc[0]), "seeds": g.seed.nunique(),
+                     "calibrated_seeds": g.drop_duplicates("seed").calibrated_id.notna().sum(), "id": g["id"].mean(),
+                     "calibrated_id": g.calibrated_id.mean(), "low": g.calibrated_id.min(),
+                     "high": g.calibrated_id.max()})
     return pd.DataFrame(rows)
+
+
+def _id_cell(row: pd.Series) -> str:
+    spread = f" [{row.low:.2f}, {row.high:.2f}]" if row.high > row.low else ""
+    # a reading outside the spheres measured has no calibrated value (calibrate)
+    outside = (f"; {row.seeds - row.calibrated_seeds} of {row.seeds} seeds outside the calibration"
+               if row.calibrated_seeds < row.seeds else "")
+    value = "—" if row.calibrated_seeds == 0 else f"{row.calibrated_id:.2f}"
+    return f"{value}{spread} (raw {row['id']:.2f}{outside})"
 
 
 def id_markdown(ids: pd.DataFrame, k: int = 20) -> str:
@@ -362,13 +375,12 @@ def id_markdown(ids: pd.DataFrame, k: int = 20) -> str:
     lines = ["", f"## Known dimension: intrinsic dimension (MLE, k = {k}), calibrated", "",
              "Calibrated: the m whose uniform sphere S^m the MLE reads the same at this n and k "
              "(the estimator's own bias removed). Network states at the last coordinate token, "
-             "from the largest n, mean over seeds; true_logprobs: centred log p_z at the same "
-             "held-out points.", "",
+             "from the largest n: mean over seeds [lowest, highest seed]; true_logprobs: centred "
+             "log p_z at the same held-out points.", "",
              "| arm | d | " + " | ".join(states) + " |", "|---|---:|" + "---|" * len(states)]
     for arm, g in table.groupby("arm", sort=False):
         g = g.set_index("state")
-        cells = [f"{g.loc[s, 'calibrated_id']:.2f} (raw {g.loc[s, 'id']:.2f})" if s in g.index else "—"
-                 for s in states]
+        cells = [_id_cell(g.loc[s]) if s in g.index else "—" for s in states]
         lines.append(f"| {arm} | {int(g.d.iloc[0])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
