@@ -171,7 +171,7 @@ def test_bad_known_d_config_names_the_key(config, needle):
         validate_config(config)
 
 
-@pytest.mark.parametrize("name", ["known_d.yaml", "known_d_gpu.yaml", "known_d_cells.yaml"])
+@pytest.mark.parametrize("name", ["known_d.yaml", "known_d_gpu.yaml", "known_d_cells.yaml", "known_d_cells_d2.yaml"])
 def test_known_d_config_dry_run(tmp_path, name):
     workdir = copy_workflow(tmp_path)
     jobs = planned_jobs(workdir, "--configfile", f"configs/{name}")
