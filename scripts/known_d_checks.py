@@ -17,7 +17,7 @@ run, then what the check concludes. Nothing is written outside a temporary folde
     python scripts/known_d_checks.py wide-lr     # do the wide twins train as well as their learners at half the lr?
     python scripts/known_d_checks.py mlp-asymptote  # the MLP's slope at d >= 4 to n = 2^17, three seeds
     python scripts/known_d_checks.py oracle      # the rate each field allows a learner that knows how it was drawn
-    python scripts/known_d_checks.py digits      # does the network's state cluster by z's leading digit (its ID at d = 2, s = 2)?
+    python scripts/known_d_checks.py digits      # does the network's state step at z's leading digit (its ID at d = 2, s = 2)?
     python scripts/known_d_checks.py all
 """
 
@@ -391,8 +391,8 @@ def oracle(sizes=(512, 1024, 2048, 4096, 8192), beyond=(16384, 32768), cell_size
 
 
 def _digits_job(d: int, s: float, seed: int, n: int, recipe: str) -> dict:
-    """One network run (the CPU sweep's recipe or the GPU sweep's); its states at the held-out points, read against the
-    cells of z's leading digit (one per coordinate)."""
+    """One network run (the CPU sweep's recipe or the GPU sweep's); its states at the
+    held-out points, read against the cells of z's leading digit (one per coordinate)."""
     import numpy as np
     import pandas as pd
     import torch

@@ -352,7 +352,7 @@ def id_at_largest_n(ids: pd.DataFrame, k: int = 20) -> pd.DataFrame:
         g = g[g.docs == g.docs.max()] if state != "true_logprobs" else g[g.docs == g.docs.min()]
         rows.append({"arm": arm, "d": g.d.iloc[0], "s": g.s.iloc[0], "state": state,
                      "docs": int(g.docs.iloc[0]), "seeds": g.seed.nunique(),
-                     "calibrated_seeds": g.drop_duplicates("seed").calibrated_id.notna().sum(), "id": g["id"].mean(),
+                     "calibrated_seeds": g.calibrated_id.notna().sum(), "id": g["id"].mean(),
                      "calibrated_id": g.calibrated_id.mean(), "low": g.calibrated_id.min(),
                      "high": g.calibrated_id.max()})
     return pd.DataFrame(rows)

@@ -164,8 +164,7 @@ def plot_ids(table: pd.DataFrame, path: Path, k: int = 20) -> Path:
     fig, axes = panels(1, width=6.4, height=5.0)
     ax = axes[0]
     if len(table):
-        highest = table.get("high", table.calibrated_id).to_numpy(dtype=float)
-        top = float(max(table.d.max(), np.nanmax(highest))) * 1.1 + 0.5
+        top = float(max(table.d.max(), np.nanmax(table.high.to_numpy(dtype=float)))) * 1.1 + 0.5
         grid = np.array([0.0, top])
         ax.plot(grid, grid, "-", color="0.4", lw=1, label="ID = d")
         ax.fill_between(grid, 0.85 * grid, 1.15 * grid, color="0.88", label="within 15% of d")
@@ -173,8 +172,7 @@ def plot_ids(table: pd.DataFrame, path: Path, k: int = 20) -> Path:
         jitter = {s: 0.08 * (i - 1) for i, s in enumerate(states)}
         palette = dict(zip(states, sns.color_palette(n_colors=len(states))))
         data = table.assign(x=table.d + table.state.map(jitter), smoothness=table.s.map(lambda v: f"s = {v:g}"))
-        if {"low", "high"} <= set(data.columns):  # the lowest to the highest seed
-            ax.vlines(data.x, data.low, data.high, colors=data.state.map(palette).tolist(), lw=1.2, alpha=0.7)
+        ax.vlines(data.x, data.low, data.high, colors=data.state.map(palette).tolist(), lw=1.2, alpha=0.7)
         sns.scatterplot(data=data, x="x", y="calibrated_id", hue="state", style="smoothness", s=70,
                         palette=palette, ax=ax)
         ax.set(xlim=(0, top), ylim=(0, top))
